@@ -1,0 +1,58 @@
+"""``vecmetric embed DIR``: embed an image folder into a Parquet store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._progress import progress_bar
+
+MAX_LISTED_SKIPS = 10
+
+
+@handle_errors
+def embed_command(
+    folder: Path = typer.Argument(..., help="Image folder, walked recursively (JPEG, PNG, WebP, GIF, BMP, TIFF, PGM/PPM)."),
+    store: Path = StoreOption,
+    model: str = typer.Option(
+        None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. [default: the store's model, or 'default' for a new store]", show_default=False
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes. [default: one per core, at most 8]", show_default=False),
+    device: str = DeviceOption,
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16."),
+    json_out: bool = JsonOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Embed every image under FOLDER into the store: incremental and resumable.
+
+    Unchanged files are skipped, changed files re-embedded, renamed or duplicate files
+    reuse their vectors, and rows of deleted files are dropped. Bad files are skipped,
+    listed in STORE/_errors.jsonl and summarised. Stop it at any time: the next run continues.
+    """
+    from ..store import embed_directory
+
+    with progress_bar("Embedding", quiet=quiet) as progress:
+        result = embed_directory(
+            folder, store_path(store), model=model, device=device, precision=precision, batch_size=batch_size, workers=workers, progress=progress
+        )
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        stdout.print(
+            f"{result.embedded} embedded, {result.reused} reused, {result.unchanged} unchanged, "
+            f"{result.removed} removed, {len(result.skipped)} skipped; the store holds {result.rows} rows "
+            f"({result.images_per_second:.1f} images/s, {result.seconds:.1f} s)"
+        )
+    if result.skipped:
+        for item in result.skipped[:MAX_LISTED_SKIPS]:
+            stderr.print(f"[yellow]skipped[/yellow] {item['path']}: {item['reason']}", highlight=False, markup=True)
+        more = len(result.skipped) - MAX_LISTED_SKIPS
+        tail = f" (and {more} more)" if more > 0 else ""
+        stderr.print(f"[yellow]{len(result.skipped)} files skipped{tail}; all listed in {Path(result.store) / '_errors.jsonl'}[/yellow]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed_command)

@@ -1,0 +1,7 @@
+"""`vecmetric train` (stub)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

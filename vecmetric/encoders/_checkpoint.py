@@ -1,0 +1,142 @@
+"""Checkpoint folders: ``config.json`` plus ``model.safetensors``, never a pickle.
+
+A checkpoint folder is a valid model spec everywhere (``--model RUN_DIR``). Loading
+rebuilds the architecture untrained from the JSON, then copies the tensors in, so
+nothing in the folder is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import EncoderError
+from ._config import ArchitectureConfig, PreprocessConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CHECKPOINT_FORMAT = "vecmetric-checkpoint"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model,
+    architecture: ArchitectureConfig,
+    preprocess: PreprocessConfig,
+    metric: str = "cosine",
+    extra: dict[str, Any] | None = None,
+    weights_name: str = WEIGHTS_NAME,
+) -> Path:
+    """Write ``model``'s weights (safetensors) and a config that fully describes it, atomically.
+
+    Args:
+        folder: the checkpoint folder; created if missing.
+        model: an ``EmbeddingModel``.
+        architecture, preprocess, metric: how to rebuild and use the model.
+        extra: anything else worth keeping (training arguments, metrics).
+        weights_name: the weights file inside ``folder``.
+
+    Returns:
+        The folder's path.
+    """
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(folder / weights_name, save(tensors))
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": 1,
+        "architecture": architecture.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "metric": metric,
+        "embedding_dim": int(model.dim),
+        "weights": weights_name,
+        **(extra or {}),
+    }
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(config, indent=2).encode())
+    return folder
+
+
+def read_checkpoint_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint folder's config.
+
+    Raises:
+        EncoderError: no config, not valid JSON, or not a vecmetric checkpoint.
+    """
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise EncoderError(f"{folder} is not a vecmetric checkpoint folder (no {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise EncoderError(f"{path} is not a vecmetric checkpoint config")
+    return config
+
+
+def build_architecture(architecture: ArchitectureConfig):
+    """An untrained ``EmbeddingModel`` of the given architecture (no download, no weights)."""
+    from ._model import EmbeddingModel
+    from ._sources import create_open_clip_model, create_timm_backbone
+
+    if architecture.source == "timm":
+        backbone = create_timm_backbone(architecture.name, pretrained=False)
+        dim = backbone.num_features
+    elif architecture.source == "open_clip":
+        backbone = create_open_clip_model(architecture.name, "random").visual
+        dim = backbone.output_dim
+    else:
+        raise EncoderError(f"unknown architecture source {architecture.source!r} in checkpoint")
+    return EmbeddingModel(backbone, dim, architecture.embedding_dim, architecture.normalize)
+
+
+def load_checkpoint(folder: str | os.PathLike, weights_name: str | None = None):
+    """Rebuild the model stored in a checkpoint folder.
+
+    Returns:
+        ``(model, preprocess, architecture, config)``.
+
+    Raises:
+        EncoderError: missing or pickled weights, or tensors that do not fit the architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = read_checkpoint_config(folder)
+    name = weights_name or config.get("weights", WEIGHTS_NAME)
+    weights = folder / name
+    if Path(name).name != name or weights.suffix != ".safetensors":
+        raise EncoderError(f"checkpoint weights must be a .safetensors file in the folder, not {name!r}")
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        hint = f"found pickle files {pickles}, which vecmetric never loads" if pickles else None
+        raise EncoderError(f"checkpoint {folder} has no {name}", hint=hint)
+    architecture = ArchitectureConfig.from_dict(config["architecture"])
+    preprocess = PreprocessConfig.from_dict(config["preprocess"])
+    model = build_architecture(architecture)
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise EncoderError(f"cannot load {weights}: {str(exc).splitlines()[0][:300]}") from None
+    return model, preprocess, architecture, config

@@ -1,0 +1,124 @@
+"""Safe, fast image decoding shared by embed, search, train and eval.
+
+Decoding is defensive: the pixel count is capped (decompression bombs), animated
+images give their first frame, every mode becomes RGB, and large JPEGs are decoded
+at a reduced scale (draft mode) since the network needs only a few hundred pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
+)
+MAX_PIXELS = 89_478_485  # Pillow's own DecompressionBombWarning limit, enforced as an error
+
+
+class ImageDecodeError(Exception):
+    """An image could not be decoded; the message says why (used for skip reports)."""
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_SUFFIXES
+
+
+def decode_image(data: bytes, min_size: int = 0, max_pixels: int = MAX_PIXELS):
+    """Decode image bytes to an RGB ``PIL.Image``.
+
+    Args:
+        data: the file's bytes.
+        min_size: JPEGs are draft-decoded at the smallest scale whose shorter side is still >= this.
+        max_pixels: larger images are refused as decompression bombs.
+
+    Raises:
+        ImageDecodeError: empty, corrupt, truncated, oversized or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageDecodeError("image has no pixels")
+            if width * height > max_pixels:
+                raise ImageDecodeError(f"decompression bomb: {width}x{height} pixels is over the {max_pixels} limit")
+            if img.format == "JPEG" and min_size:
+                scale = min_size / min(width, height)
+                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            return _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clipping.
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        return Image.fromarray((arr * (255.0 / hi)).astype("uint8")).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_and_crop(img, preprocess) -> "Any":
+    """Resize the shorter side to ``preprocess.resize_size`` and centre crop to ``image_size``.
+
+    Returns:
+        A uint8 tensor (3, S, S); normalisation happens later, batched, on the device.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}.get(
+        preprocess.interpolation, Image.BICUBIC
+    )
+    size, short = preprocess.image_size, preprocess.resize_size
+    width, height = img.size
+    scale = short / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = img.resize((new_w, new_h), resample, reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def load_image_tensor(path: str | os.PathLike, preprocess):
+    """Read, decode and preprocess one image file.
+
+    Raises:
+        InputError: the file cannot be read or decoded.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImageDecodeError as exc:
+        raise InputError(f"cannot use {path}: {exc}") from None

@@ -1,0 +1,128 @@
+"""Searching a store with query images or texts, embedded by the store's own model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import EncoderError, InputError, StoreMismatchError
+from ..store import embeddings_to_numpy, open_store
+
+
+@dataclass
+class SearchHit:
+    """One result: the ``rank``-th nearest stored image to ``query``."""
+
+    query: str
+    rank: int
+    path: str
+    distance: float
+    label: str
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _query_vectors(encoder, queries: Sequence[str], text: bool):
+    if text:
+        return encoder.embed_texts(queries)
+    for q in queries:
+        if not Path(q).is_file():
+            raise InputError(f"query image {q} does not exist" if not Path(q).exists() else f"query {q} is not a file")
+    return encoder.embed_paths(queries)
+
+
+def _index_metric(store) -> str:
+    """The metric of the store's index if it has one, else the store's model metric."""
+    from .._fsutil import read_json
+    from ._hnsw import SIDECAR_NAME
+
+    try:
+        return read_json(store.index_dir / SIDECAR_NAME)["metric"]
+    except (OSError, ValueError, KeyError):
+        return store.metric
+
+
+def search_store(
+    store: str | os.PathLike,
+    queries: Sequence[str],
+    k: int = 5,
+    ef: int | None = None,
+    exact: bool = False,
+    text: bool = False,
+    model: str | None = None,
+    device: str = "auto",
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> list[list[SearchHit]]:
+    """Find the ``k`` nearest stored images to each query.
+
+    Args:
+        store: the store folder.
+        queries: image paths, or texts when ``text`` is set (open_clip models).
+        k: results per query.
+        ef: HNSW search breadth (higher: better recall, slower); default the index's.
+        exact: brute-force search instead of the index.
+        text: treat ``queries`` as text.
+        model: must name the store's own model when given (it is checked, not used instead).
+        device: where the query encoder runs.
+        progress: passed to the index update when the index is missing or stale.
+
+    Returns:
+        One list of hits per query, nearest first. Paths are absolute.
+
+    Raises:
+        InputError: a query image is missing or unreadable; k < 1.
+        StoreMismatchError: ``model`` is not the store's model.
+    """
+    import numpy as np
+
+    from ..encoders import load_encoder
+    from ._build import load_current_index
+    from ._exact import exact_search
+
+    if k < 1:
+        raise InputError("--k must be at least 1")
+    if not queries:
+        raise InputError("no queries given")
+    st = open_store(store)
+    encoder = load_encoder(model or st.model["spec"], device=device)
+    if model is not None:
+        st.check_model(encoder)
+    elif encoder.fingerprint != st.model["fingerprint"]:
+        raise StoreMismatchError(
+            f"the store's model {st.model['spec']} no longer loads the same weights (fingerprint changed)",
+            hint="embed again into a new store",
+        )
+    if text and not encoder.supports_text:
+        raise EncoderError(f"the store's model {st.model['spec']} cannot embed text", hint="text queries need an open_clip:ARCH@TAG store")
+    vectors = _query_vectors(encoder, queries, text)
+
+    if exact:
+        metric = _index_metric(st)
+        table = st.read_table(["id", "embedding"])
+        labels, distances = exact_search(
+            embeddings_to_numpy(table.column("embedding")), vectors, k, metric=metric, ids=table.column("id").to_numpy()
+        )
+    else:
+        index = load_current_index(st, progress=progress)
+        metric = index.metric
+        labels, distances = index.query(vectors, k, ef=ef)
+
+    wanted = np.unique(labels)
+    import pyarrow.compute as pc
+
+    meta = st.read_table(["id", "path", "label"], filter=pc.field("id").isin(wanted))
+    by_id = dict(zip(meta.column("id").to_pylist(), zip(meta.column("path").to_pylist(), meta.column("label").to_pylist())))
+    results = []
+    for q, row_labels, row_dist in zip(queries, labels, distances):
+        hits = []
+        for rank, (label, dist) in enumerate(zip(row_labels, row_dist), start=1):
+            path, cls = by_id.get(int(label), ("", ""))
+            # Rounding can make a self-match's distance -1e-7; cosine and l2 distances are never negative.
+            dist = float(dist) if metric == "ip" else max(0.0, float(dist))
+            hits.append(SearchHit(str(q), rank, path, dist, cls, int(label)))
+        results.append(hits)
+    return results

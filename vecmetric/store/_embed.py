@@ -1,0 +1,293 @@
+"""``embed_directory``: incremental, resumable embedding of an image folder into a store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InputError
+from ..images import ImageDecodeError, decode_image, resize_and_crop
+from ._lock import StoreLock
+from ._scan import FileEntry, scan_folder
+from ._store import MANIFEST_NAME, Store, create_store, numpy_to_embeddings, open_store
+
+FLUSH_ROWS = 4096
+FLUSH_SECONDS = 30.0
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass
+class EmbedResult:
+    """What one ``embed_directory`` run did."""
+
+    store: str
+    model: str
+    found: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    reused: int = 0
+    removed: int = 0
+    ignored: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.embedded + self.reused) / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "skipped"}
+        out["skipped"] = len(self.skipped)
+        out["images_per_second"] = round(self.images_per_second, 2)
+        return out
+
+
+class _DecodeDataset:
+    """Reads, hashes and decodes files in DataLoader workers.
+
+    A file whose content hash the store already holds is not decoded: its vector is reused.
+    """
+
+    def __init__(self, files: list[FileEntry], preprocess, known_hashes: frozenset[str]):
+        self.files = files
+        self.preprocess = preprocess
+        self.known_hashes = known_hashes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        entry = self.files[i]
+        try:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            return i, None, None, f"cannot read: {exc.strerror or exc}"
+        digest = content_hash(data)
+        if digest in self.known_hashes:
+            return i, digest, None, None
+        try:
+            img = decode_image(data, self.preprocess.resize_size)
+            return i, digest, resize_and_crop(img, self.preprocess), None
+        except ImageDecodeError as exc:
+            return i, digest, None, str(exc)
+
+
+def _collate(items):
+    import torch
+
+    tensors = [t for _, _, t, _ in items if t is not None]
+    batch = torch.stack(tensors) if tensors else None
+    return [(i, h, t is not None, err) for i, h, t, err in items], batch
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+def _open_or_create(store_path: Path, model: str | None, device: str, precision: str):
+    from ..encoders import load_encoder
+
+    if (store_path / MANIFEST_NAME).exists():
+        store = open_store(store_path)
+        encoder = load_encoder(model or store.model["spec"], device=device, precision=precision)
+        store.check_model(encoder)
+        return store, encoder
+    encoder = load_encoder(model, device=device, precision=precision)
+    return create_store(store_path, encoder), encoder
+
+
+def embed_directory(
+    folder: str | os.PathLike,
+    store: str | os.PathLike,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    flush_rows: int = FLUSH_ROWS,
+) -> EmbedResult:
+    """Embed every image under ``folder`` into ``store``, incrementally.
+
+    Unchanged files (same path, size and mtime) are kept; new and changed files are
+    embedded; files with a content hash the store already holds (renamed or duplicate
+    files) reuse its vector; rows of files under ``folder`` that no longer exist are
+    removed. Rows are written in atomic batches, so a killed run loses at most the batch
+    in flight, and the next run continues where it stopped.
+
+    Args:
+        folder: the image folder (walked recursively).
+        store: the store folder; created if missing.
+        model: a model spec; None uses the store's own model (or the default for a new store).
+        device, precision: see ``load_encoder``.
+        batch_size: images per forward pass.
+        workers: decoding processes (default: one per core, at most 8; 0 decodes in this process).
+        progress: called as ``progress(event, data)`` with events ``start`` (total) and ``advance`` (n).
+        flush_rows: rows per written batch.
+
+    Returns:
+        An ``EmbedResult``.
+
+    Raises:
+        InputError: ``folder`` is missing or holds no images.
+        StoreMismatchError: the store was made by another model.
+        StoreLockedError: another process is writing the store.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    notify = progress or (lambda event, data: None)
+    started = time.perf_counter()
+    scan = scan_folder(folder)
+    if not scan.files:
+        extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
+        raise InputError(f"no images found in {folder}{extra}")
+    store_path = Path(store)
+    store_obj, encoder = _open_or_create(store_path, model, device, precision)
+    result = EmbedResult(store=str(store_path.resolve()), model=encoder.spec, found=len(scan.files), ignored=scan.ignored)
+    result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
+
+    with StoreLock(store_path, "embed"):
+        plan = _plan(store_obj, scan.files, Path(folder).expanduser().resolve())
+        result.unchanged = plan.unchanged
+        if plan.stale_ids:
+            store_obj.delete_ids(plan.stale_ids)  # old versions of changed files: useless now
+        next_id = plan.next_id
+        fingerprint = encoder.fingerprint
+        pending: list[tuple[FileEntry, str, Any]] = []  # (entry, hash, vector or None to reuse)
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal next_id, last_flush
+            if not pending:
+                return
+            reuse = store_obj.vectors_for_hashes(h for _, h, v in pending if v is None)
+            rows_vectors, entries, hashes = [], [], []
+            for entry, digest, vector in pending:
+                if vector is None:
+                    vector = reuse.get(digest)
+                    if vector is None:  # the row we meant to reuse vanished: embed again next run
+                        continue
+                    result.reused += 1
+                else:
+                    result.embedded += 1
+                rows_vectors.append(vector)
+                entries.append(entry)
+                hashes.append(digest)
+            if entries:
+                ids = list(range(next_id, next_id + len(entries)))
+                next_id += len(entries)
+                # The manifest's next id moves first, so an id is never handed out twice.
+                store_obj.write_manifest(next_id=next_id)
+                table = pa.table(
+                    {
+                        "id": pa.array(ids, pa.int64()),
+                        "path": [e.path for e in entries],
+                        "size": pa.array([e.size for e in entries], pa.int64()),
+                        "mtime_ns": pa.array([e.mtime_ns for e in entries], pa.int64()),
+                        "content_hash": hashes,
+                        "label": [e.label for e in entries],
+                        "model": [fingerprint] * len(entries),
+                        "embedding": numpy_to_embeddings(np.stack(rows_vectors)),
+                    }
+                )
+                store_obj.append(table)
+            pending.clear()
+            last_flush = time.monotonic()
+
+        todo = plan.todo
+        notify("start", {"total": len(todo), "unchanged": plan.unchanged})
+        if todo:
+            dataset = _DecodeDataset(todo, encoder.preprocess, frozenset(plan.known_hashes))
+            n_workers = _default_workers() if workers is None else workers
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=n_workers,
+                collate_fn=_collate,
+                prefetch_factor=4 if n_workers else None,
+                persistent_workers=False,
+                pin_memory=encoder.device.type == "cuda",
+            )
+            for meta, batch in loader:
+                vectors = encoder.embed_tensors(batch) if batch is not None else None
+                row = 0
+                for i, digest, decoded, error in meta:
+                    entry = todo[i]
+                    if error is not None:
+                        result.skipped.append({"path": entry.path, "reason": error})
+                    elif decoded:
+                        pending.append((entry, digest, vectors[row]))
+                        row += 1
+                    else:
+                        pending.append((entry, digest, None))
+                notify("advance", {"n": len(meta)})
+                if len(pending) >= flush_rows or time.monotonic() - last_flush > FLUSH_SECONDS:
+                    flush()
+            flush()
+        if plan.missing_ids:
+            result.removed = store_obj.delete_ids(plan.missing_ids)
+        result.rows = store_obj.count()
+        store_obj.write_errors(result.skipped)
+        store_obj.write_manifest(
+            next_id=next_id,
+            counts={"rows": result.rows, "last_run_skipped": len(result.skipped)},
+            last_run={k: v for k, v in result.to_dict().items() if k not in ("store", "model")},
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class _Plan:
+    todo: list[FileEntry]
+    unchanged: int
+    stale_ids: list[int]  # rows of changed files and duplicate rows
+    missing_ids: list[int]  # rows of files under the folder that are gone
+    known_hashes: set[str]
+    next_id: int
+
+
+def _plan(store: Store, files: list[FileEntry], root: Path) -> _Plan:
+    """Compare the folder with the store: what to keep, embed, and remove."""
+    table = store.read_table(["id", "path", "size", "mtime_ns", "content_hash"])
+    ids = table.column("id").to_pylist()
+    paths = table.column("path").to_pylist()
+    sizes = table.column("size").to_pylist()
+    mtimes = table.column("mtime_ns").to_pylist()
+    hashes = table.column("content_hash").to_pylist()
+    by_path: dict[str, tuple[int, int, int, str]] = {}
+    stale: list[int] = []
+    for row in sorted(zip(ids, paths, sizes, mtimes, hashes)):
+        if row[1] in by_path:  # duplicate path (should not happen): keep the newest row
+            stale.append(by_path[row[1]][0])
+        by_path[row[1]] = (row[0], row[2], row[3], row[4])
+    on_disk = set()
+    todo: list[FileEntry] = []
+    unchanged = 0
+    for entry in files:
+        on_disk.add(entry.path)
+        old = by_path.get(entry.path)
+        if old is not None and old[1] == entry.size and old[2] == entry.mtime_ns:
+            unchanged += 1
+            continue
+        if old is not None:
+            stale.append(old[0])
+        todo.append(entry)
+    prefix = str(root).rstrip(os.sep) + os.sep
+    missing = [row[0] for path, row in by_path.items() if path.startswith(prefix) and path not in on_disk]
+    stale_set = set(stale)
+    known = {row[3] for row in by_path.values() if row[0] not in stale_set and row[3]}
+    next_id = max(int(store.manifest.get("next_id", 0)), (max(ids) + 1) if ids else 0)
+    return _Plan(todo, unchanged, stale, missing, known, next_id)

@@ -1,0 +1,89 @@
+"""A store lock: one writer at a time, stale locks of dead processes recovered."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import StoreLockedError
+
+LOCK_NAME = "_lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreLock:
+    """An exclusive lock file holding the owner's pid, host and command.
+
+    A second writer gets ``StoreLockedError`` at once (it does not wait), naming the owner.
+    A lock left by a dead process on this host is taken over.
+    """
+
+    def __init__(self, folder: Path, purpose: str):
+        self.path = Path(folder) / LOCK_NAME
+        self.purpose = purpose
+        self._held = False
+
+    def acquire(self) -> "StoreLock":
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._read_owner()
+                if owner is None or (owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))):
+                    self._remove_stale()
+                    continue
+                raise StoreLockedError(
+                    f"store {self.path.parent} is in use by another vecmetric process "
+                    f"(pid {owner.get('pid')} on {owner.get('host')}, running {owner.get('purpose')})",
+                    hint=f"wait for it to finish; if that process is gone, delete {self.path}",
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            self._held = True
+            return self
+        raise StoreLockedError(f"could not take the lock {self.path}")
+
+    def _read_owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
+            # Half-written by a process killed while creating it: treat as stale if old enough.
+            try:
+                if time.time() - self.path.stat().st_mtime < 5:
+                    return {"pid": "?", "host": "?", "purpose": "starting"}
+            except OSError:
+                pass
+            return None
+
+    def _remove_stale(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
