@@ -11,11 +11,13 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import VecmetricError
 
 # Results go to stdout; progress, logs, warnings and errors to stderr.
-stdout = Console(highlight=False, soft_wrap=True)
+# When stdout is a file or pipe, don't wrap tables at 80 columns: paths are long.
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False)
 
 STORE_ENV = "VECMETRIC_STORE"
@@ -38,7 +40,7 @@ def store_path(store: Path | None) -> Path:
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]Warning:[/yellow] {message}")
+    stderr.print(f"[yellow]Warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_json(obj: dict[str, Any]) -> None:
@@ -53,7 +55,7 @@ def handle_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except VecmetricError as exc:
-            stderr.print(f"[bold red]Error:[/bold red] {exc}", markup=True, highlight=False)
+            stderr.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[bold red]Interrupted:[/bold red] work finished so far is kept; run the command again to continue.")

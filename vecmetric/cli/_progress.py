@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ._common import stderr
@@ -45,7 +46,8 @@ def progress_bar(description: str, unit: str = "images", quiet: bool = False) ->
             if speed:
                 bar.update(task, rate=f"{speed:,.1f} {unit}/s")
         elif event == "log":
-            (state["bar"].console if "bar" in state else stderr).print(f"[yellow]{data['message']}[/yellow]", highlight=False)
+            console = state["bar"].console if "bar" in state else stderr
+            console.print(f"[yellow]{escape(data['message'])}[/yellow]", highlight=False, soft_wrap=True)
 
     try:
         yield callback

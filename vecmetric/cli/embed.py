@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ._common import DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
 from ._progress import progress_bar
@@ -48,10 +49,11 @@ def embed_command(
         )
     if result.skipped:
         for item in result.skipped[:MAX_LISTED_SKIPS]:
-            stderr.print(f"[yellow]skipped[/yellow] {item['path']}: {item['reason']}", highlight=False, markup=True)
+            stderr.print(f"[yellow]skipped[/yellow] {escape(item['path'])}: {escape(item['reason'])}", highlight=False, soft_wrap=True)
         more = len(result.skipped) - MAX_LISTED_SKIPS
         tail = f" (and {more} more)" if more > 0 else ""
-        stderr.print(f"[yellow]{len(result.skipped)} files skipped{tail}; all listed in {Path(result.store) / '_errors.jsonl'}[/yellow]")
+        log = escape(str(Path(result.store) / "_errors.jsonl"))
+        stderr.print(f"[yellow]{len(result.skipped)} files skipped{tail}; all listed in {log}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

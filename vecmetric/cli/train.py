@@ -1,7 +1,196 @@
-"""`vecmetric train` (stub)."""
+"""``vecmetric train DATA_DIR --out RUN_DIR``: triplet-loss fine-tuning on class folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import typer
 
+from ._common import DeviceOption, JsonOption, handle_errors, print_json, stderr, stdout, warn
+
+_METRIC_COLUMNS = (
+    ("precision_at_1", "P@1"),
+    ("r_precision", "R-prec"),
+    ("mean_average_precision_at_r", "MAP@R"),
+)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+class RichReporter:
+    """Training progress on stderr: a bar per epoch, one line per finished epoch."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.task = None
+        self.started = False
+
+    def _ensure_started(self) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def log(self, message: str) -> None:
+        stderr.print(message, markup=False)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self._ensure_started()
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-")
+
+    def advance(self, loss: float) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+
+    def start_eval(self, images: int) -> None:
+        self._ensure_started()
+        if self.task is not None:
+            self.progress.update(self.task, description=f"validating {images} images")
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        parts = [f"epoch {record['epoch']}"]
+        if record.get("loss") is not None:
+            parts.append(f"loss {record['loss']:.4f}  active {record['active_triplets']:.3f}")
+        else:
+            parts.append("before training")
+        for key, label in _METRIC_COLUMNS:
+            if record.get(key) is not None:
+                parts.append(f"{label} {record[key]:.4f}")
+        if record.get("train_images_per_s"):
+            parts.append(f"{record['train_images_per_s']:.1f} img/s")
+        (self.progress.console if self.started else stderr).print("  ".join(parts), markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.stop()
+            self.started = False
+
+
+def _history_table(history: list[dict[str, Any]], best_epoch: int):
+    from rich.table import Table
+
+    table = Table(title="training", title_justify="left")
+    for name in ("epoch", "loss", "active", *[label for _, label in _METRIC_COLUMNS], "img/s"):
+        table.add_column(name, justify="right")
+    for row in history:
+        mark = " *" if row["epoch"] == best_epoch else ""
+        table.add_row(
+            f"{row['epoch']}{mark}",
+            _fmt(row.get("loss")),
+            _fmt(row.get("active_triplets"), 3),
+            *[_fmt(row.get(key)) for key, _ in _METRIC_COLUMNS],
+            _fmt(row.get("train_images_per_s"), 1),
+        )
+    return table
+
+
+@handle_errors
+def train_command(
+    data_dir: Path = typer.Argument(..., help="Folder with one subfolder of images per class.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: best model (a valid --model spec), last state, metrics.csv, curves.png.", show_default=False),
+    model: str = typer.Option("default", "--model", "-m", help="Encoder to fine-tune: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder."),
+    embedding_dim: int = typer.Option(None, "--embedding-dim", help="Add a linear projection head to this size.", show_default="keep the backbone's size, no head"),
+    metric: str = typer.Option("cosine", "--metric", help="cosine (L2-normalised embeddings) or l2 (raw embeddings, Euclidean); used for loss, validation and later indexes."),
+    margin: float = typer.Option(0.2, "--margin", help="Triplet margin (suited to cosine similarity; scale it to the feature norms for l2)."),
+    miner: str = typer.Option("semihard", "--miner", help="Triplet mining: semihard, hard, all (no mining) or batch-hard."),
+    m_per_class: int = typer.Option(4, "--m-per-class", help="Images of each class in a batch (every training class needs at least this many)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch on each device; a multiple of --m-per-class."),
+    val_classes: str = typer.Option("0.2", "--val-classes", help="Classes held out for validation: a fraction (0 for none) or comma-separated class names."),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training images."),
+    lr: float = typer.Option(1e-4, "--lr", help="Backbone learning rate (AdamW)."),
+    head_lr: float = typer.Option(None, "--head-lr", help="Projection head learning rate.", show_default="10 x --lr"),
+    warmup: float = typer.Option(0.05, "--warmup", help="Fraction of the steps with a linear learning-rate warm-up, followed by cosine decay."),
+    freeze_backbone_epochs: int = typer.Option(0, "--freeze-backbone-epochs", help="Train only the head for this many first epochs (needs --embedding-dim)."),
+    image_size: int = typer.Option(None, "--image-size", help="Training and evaluation image size; smaller is faster. Saved with the model.", show_default="the encoder's"),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (turn off for text, digits, characters)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the class split, batches, augmentations and head."),
+    workers: int = typer.Option(None, "--workers", "-w", help="DataLoader worker processes decoding images.", show_default="CPUs - 1, at most 8"),
+    device: str = DeviceOption,
+    devices: int = typer.Option(1, "--devices", help="Processes (GPUs) per node; above 1 trains with DDP."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for multi-node DDP."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 mixed precision on GPUs that have it, fp32 on CPU), fp32 or bf16."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with the same options; the result equals an uninterrupted run. [default: off]"),
+    json_out: bool = JsonOption,
+) -> None:
+    """Fine-tune an encoder with triplet loss so that images of a class are close together.
+
+    Classes, not images, are split into training and validation, so the validation metrics
+    measure retrieval among classes the model never saw. Each epoch logs loss, the fraction of
+    active triplets, precision@1, R-precision and MAP@R; the best epoch by MAP@R is saved in
+    --out, which then works as --model for embed, search and eval.
+    """
+    from ..train import TrainOptions, train
+
+    options = TrainOptions(
+        model=model,
+        embedding_dim=embedding_dim,
+        metric=metric,
+        margin=margin,
+        miner=miner,
+        m_per_class=m_per_class,
+        batch_size=batch_size,
+        val_classes=val_classes,
+        epochs=epochs,
+        lr=lr,
+        head_lr=head_lr,
+        warmup=warmup,
+        freeze_backbone_epochs=freeze_backbone_epochs,
+        image_size=image_size,
+        flip=flip,
+        seed=seed,
+        workers=workers,
+        device=device,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,
+        resume=resume,
+    )
+    reporter = RichReporter()
+    try:
+        result = train(data_dir, out, options, reporter)
+    finally:
+        reporter.close()
+    before = next((row for row in result.history if row["epoch"] == 0), {})
+    summary = {
+        "run_dir": str(result.run_dir),
+        "best_epoch": result.best_epoch,
+        "epochs": result.last.get("epoch", 0),
+        **{f"before_{key}": before.get(key) for key, _ in _METRIC_COLUMNS},
+        **{key: result.best.get(key) for key, _ in _METRIC_COLUMNS},
+        "train_images_per_s": result.train_images_per_s,
+    }
+    if json_out:
+        print_json(summary)
+        return
+    stderr.print(_history_table(result.history, result.best_epoch))
+    from rich.table import Table
+
+    table = Table(title=f"{result.run_dir} (best epoch {result.best_epoch}, marked *)", title_justify="left")
+    table.add_column("validation")
+    table.add_column("before", justify="right")
+    table.add_column("best", justify="right")
+    for key, label in _METRIC_COLUMNS:
+        table.add_row(label, _fmt(before.get(key)), _fmt(result.best.get(key)))
+    stdout.print(table)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("train")(train_command)

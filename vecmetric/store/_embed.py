@@ -206,8 +206,8 @@ def embed_directory(
             last_flush = time.monotonic()
 
         todo = plan.todo
-        notify("start", {"total": len(todo), "unchanged": plan.unchanged})
         if todo:
+            notify("start", {"total": len(todo), "unchanged": plan.unchanged})
             dataset = _DecodeDataset(todo, encoder.preprocess, frozenset(plan.known_hashes))
             n_workers = _default_workers() if workers is None else workers
             loader = torch.utils.data.DataLoader(

@@ -49,7 +49,7 @@ def _calculator(distance, device, distance_batch: int):
             if knn_labels is None:
                 return ac.zero_accuracy(None, self.device) if hasattr(ac, "zero_accuracy") else 0.0
             hits = (knn_labels[:, :k] == query_labels.view(-1, 1)).any(dim=1)
-            return hits.float().mean().item()
+            return hits.double().mean().item()
 
         def calculate_recall_at_1(self, **kwargs):
             return self._recall(1, **kwargs)

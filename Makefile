@@ -1,0 +1,42 @@
+# Quick start: `make demo` (set up, then embed, index and search the bundled sample offline)
+# and `make test` (set up, then run the test suite). Both create .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := demo-out
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# Reinstall when pyproject.toml changes. torch and torchvision come from pyproject's pins.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	@echo "== 1. embed the bundled Omniglot sample with the pretrained default encoder"
+	$(BIN)/vecmetric embed examples/data/omniglot --store $(DEMO)/store
+	@echo "== 2. build the HNSW index"
+	$(BIN)/vecmetric index --store $(DEMO)/store
+	@echo "== 3. search with held-out query images"
+	$(BIN)/vecmetric search examples/queries/*.png --store $(DEMO)/store --k 5
+	@echo "== 4. the same, as JSON for pipelines"
+	$(BIN)/vecmetric search examples/queries/Greek__character05_0398_20.png --store $(DEMO)/store --k 3 --json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/embed_throughput.py
+	$(BIN)/python benchmarks/index_bench.py
+	$(BIN)/python benchmarks/cli_latency.py
+	$(BIN)/python benchmarks/embed_memory.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

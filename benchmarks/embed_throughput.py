@@ -1,0 +1,281 @@
+"""Does decoding hide behind the model? ``embed_directory`` against the encoder's own forward speed.
+
+Makes N natural-looking 1024x768 JPEGs (quality 90), then measures in one process:
+
+1. the encoder's forward throughput on pre-decoded uint8 tensors (same model, batch size,
+   precision and device as the pipeline; best of a run before and a run after the pipeline);
+2. ``embed_directory`` on the folder into a fresh store (DataLoader workers decode, the main
+   process runs the model): the pipeline's images/s from the moment decoding starts to the
+   moment the last rows are written, and end to end including model load and the folder scan;
+3. decoding alone (read, hash, JPEG draft decode, resize and crop) on one core, which with the
+   worker count bounds what the pipeline can reach;
+4. optionally (``--variants``) the forward speed of fp32/bf16 with NCHW/channels_last layouts.
+
+Target (issue 2): pipeline / forward >= 0.90.
+
+    python benchmarks/embed_throughput.py                       # small, for a 2-core laptop
+    python benchmarks/embed_throughput.py --images 20000 --workers 8,15   # a 16-core GPU box
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _common import make_photos, machine_info, machine_tag, print_table, report, usable_cores
+
+TARGET = 0.90
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=384, help="JPEGs in the folder (default: 384)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 (default: auto)")
+    p.add_argument("--model", default="default", help="model spec (default: default, EfficientNet-Lite0)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="decoding workers for embed_directory; a comma list runs one pipeline per value "
+        "(default: auto, the library's own default)",
+    )
+    p.add_argument("--data-dir", type=Path, help="keep the JPEGs here and reuse them (default: a temporary folder)")
+    p.add_argument("--forward-images", type=int, default=0, help="images per forward-only timing (default: same as --images, at most 2048)")
+    p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True, help="also time fp32/bf16 x NCHW/channels_last forwards (default: on)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    return p.parse_args(argv)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def decode_rate(paths, preprocess, limit: int = 200) -> float:
+    """Images/s of the worker's per-image work (read, hash, draft decode, resize/crop) on this one core."""
+    from vecmetric.images import decode_image, resize_and_crop
+    from vecmetric.store._embed import content_hash
+
+    sample = paths[:limit]
+    started = time.perf_counter()
+    for path in sample:
+        data = Path(path).read_bytes()
+        content_hash(data)
+        resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
+    return len(sample) / (time.perf_counter() - started)
+
+
+def predecode(paths, preprocess, count: int):
+    import torch
+
+    from vecmetric.images import load_image_tensor
+
+    return torch.stack([load_image_tensor(p, preprocess) for p in paths[:count]])
+
+
+def forward_rate(encoder, tensors, images: int, batch_size: int, forward=None) -> float:
+    """Images/s of ``encoder.embed_tensors`` (or ``forward``) over ``images`` images, cycling the tensors."""
+    run = forward or encoder.embed_tensors
+    n = len(tensors)
+    batches = [tensors[(i * batch_size) % n : (i * batch_size) % n + batch_size] for i in range(-(-images // batch_size))]
+    batches = [b if len(b) == batch_size else tensors[:batch_size] for b in batches]
+    for b in batches[:2]:  # warm up (cudnn autotune, oneDNN primitive caches)
+        run(b)
+    _sync(encoder.device)
+    started = time.perf_counter()
+    for b in batches:
+        run(b)
+    _sync(encoder.device)
+    return len(batches) * batch_size / (time.perf_counter() - started)
+
+
+def variant_forward(encoder, precision: str, channels_last: bool):
+    """A forward like ``Encoder.embed_tensors`` but with the precision and layout chosen here."""
+    import contextlib
+
+    import torch
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model, device = encoder.model, encoder.device
+    mean, std = encoder._mean, encoder._std
+
+    def run(batch):
+        with torch.inference_mode():
+            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+            with ctx:
+                x = ((batch.to(device, non_blocking=True).float() - mean) / std).contiguous(memory_format=fmt)
+                return model(x).float().cpu().numpy()
+
+    def setup():
+        model.to(memory_format=fmt)
+
+    return setup, run
+
+
+def run_pipeline(folder: Path, args, workers):
+    from vecmetric.store import embed_directory
+
+    marks: dict[str, float] = {}
+
+    def progress(event, data):
+        if event == "start":
+            marks["start"] = time.perf_counter()
+        elif event == "advance":
+            marks.setdefault("first", time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="vm-bench-store-") as store_dir:
+        called = time.perf_counter()
+        result = embed_directory(
+            folder,
+            Path(store_dir) / "store",
+            model=args.model,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            workers=workers,
+            progress=progress,
+        )
+        done = time.perf_counter()
+    n = result.embedded
+    return {
+        "embedded": n,
+        "skipped": len(result.skipped),
+        "pipeline_ips": n / (done - marks["start"]),
+        "end_to_end_ips": n / (done - called),
+        "setup_s": marks["start"] - called,
+        "first_batch_s": marks.get("first", done) - marks["start"],
+    }
+
+
+def main(argv=None) -> None:
+    import torch
+
+    from vecmetric.encoders import load_encoder
+    from vecmetric.store._embed import _default_workers
+
+    args = parse_args(argv)
+    info = machine_info()
+    worker_list = [None] if args.workers == "auto" else [int(w) for w in args.workers.split(",")]
+
+    with contextlib_dir(args.data_dir) as data_root:
+        data_dir = data_root / f"jpeg-1024x768-q90-{args.images}"  # only these images: the pipeline embeds the whole folder
+        paths = make_photos(data_dir, args.images, size=(1024, 768), quality=90)
+        size_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
+        encoder = load_encoder(args.model, device=args.device, precision=args.precision)
+        print(f"{encoder!r}; torch threads {torch.get_num_threads()}; {len(paths)} JPEGs, mean {size_kb:.0f} KB", flush=True)
+
+        per_core = decode_rate(paths, encoder.preprocess)
+        fwd_images = args.forward_images or min(args.images, 2048)
+        tensors = predecode(paths, encoder.preprocess, min(len(paths), 512))
+        forward_before = forward_rate(encoder, tensors, fwd_images, args.batch_size)
+        print(f"forward: {forward_before:.1f} images/s; decode on one core: {per_core:.1f} images/s", flush=True)
+
+        pipelines = []
+        for workers in worker_list:
+            stats = run_pipeline(data_dir, args, workers)
+            stats["workers"] = _default_workers() if workers is None else workers
+            stats["workers_label"] = f"{stats['workers']} (default)" if workers is None else str(workers)
+            pipelines.append(stats)
+            print(f"pipeline, {stats['workers_label']} workers: {stats['pipeline_ips']:.1f} images/s", flush=True)
+        forward_after = forward_rate(encoder, tensors, fwd_images, args.batch_size)
+        forward = max(forward_before, forward_after)
+
+        rows = [
+            ["encoder forward on pre-decoded uint8 tensors (best of 2)", forward, "1.00", ""],
+        ]
+        for s in pipelines:
+            ratio = s["pipeline_ips"] / forward
+            verdict = "meets" if ratio >= TARGET else "MISSES"
+            rows.append([f"embed_directory pipeline, {s['workers_label']} workers", s["pipeline_ips"], f"{ratio:.2f}", f"{verdict} >= {TARGET:.2f}"])
+            rows.append(
+                [
+                    f"embed_directory end to end incl. model load ({s['setup_s']:.1f} s), {s['workers_label']} workers",
+                    s["end_to_end_ips"],
+                    f"{s['end_to_end_ips'] / forward:.2f}",
+                    "",
+                ]
+            )
+        rows.append(["decoding alone (read + hash + draft decode + resize), 1 core", per_core, f"{per_core / forward:.2f}", ""])
+        headers = ["measurement", "images/s", "/ forward", "target"]
+        main_table = print_table(
+            f"{args.model} on {encoder.device} ({encoder.precision}), batch {args.batch_size}, {len(paths)} JPEGs 1024x768",
+            headers,
+            rows,
+        )
+
+        variant_table = ""
+        if args.variants:
+            vrows = []
+            reference = None
+            combos = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+            if encoder.device.type not in ("cpu", "cuda"):
+                combos = [c for c in combos if c[0] == "fp32"]
+            v_images = min(fwd_images, 256 if encoder.device.type == "cpu" else 2048)
+            probe = tensors[: args.batch_size]
+            for precision, cl in combos:
+                setup, run = variant_forward(encoder, precision, cl)
+                setup()
+                rate = forward_rate(encoder, tensors, v_images, args.batch_size, forward=run)
+                out = torch.from_numpy(run(probe))
+                if reference is None:
+                    reference = out
+                cos = torch.nn.functional.cosine_similarity(out, reference, dim=1).min().item()
+                vrows.append([precision, "channels_last" if cl else "NCHW", rate, f"{cos:.5f}"])
+            encoder.model.to(memory_format=torch.channels_last)
+            variant_table = print_table(
+                f"forward variants ({v_images} images each; cosine to fp32 NCHW embeddings, worst of {len(probe)})",
+                ["precision", "layout", "images/s", "min cosine vs fp32"],
+                vrows,
+            )
+
+    best = max(pipelines, key=lambda s: s["pipeline_ips"])
+    ratio = best["pipeline_ips"] / forward
+    ceiling = best["workers"] * per_core
+    notes = [
+        f"Pipeline / forward = **{ratio:.2f}** (target >= {TARGET:.2f}: {'met' if ratio >= TARGET else 'missed'}).",
+        f"Decoding ceiling with {best['workers']} workers ~ {best['workers']} x {per_core:.0f} = {ceiling:.0f} images/s "
+        f"(if every worker had a core of its own; this machine has {usable_cores()} cores and the model's "
+        f"{torch.get_num_threads()} torch threads share them).",
+        "\"Pipeline\" counts from the moment decoding starts (workers spawned) until the last rows are written; "
+        "\"end to end\" adds model load, the folder scan and the store set-up.",
+    ]
+    report(
+        f"Embed throughput ({machine_tag(args.device)})",
+        [
+            f"{args.model} on {encoder.device}, precision {encoder.precision}, batch {args.batch_size}, "
+            f"{len(paths)} JPEGs of 1024x768 (quality 90, mean {size_kb:.0f} KB), fresh store.",
+            main_table,
+            variant_table,
+            "\n".join(f"- {n}" for n in notes),
+        ],
+        info,
+        write=not args.no_write,
+    )
+
+
+class contextlib_dir:
+    """``data_dir`` if given (kept), else a temporary folder (removed)."""
+
+    def __init__(self, data_dir: Path | None):
+        self.data_dir = data_dir
+        self._tmp = None
+
+    def __enter__(self) -> Path:
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            return self.data_dir
+        self._tmp = tempfile.TemporaryDirectory(prefix="vm-bench-jpegs-")
+        return Path(self._tmp.name)
+
+    def __exit__(self, *exc):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Shared fixtures: every test runs isolated in ``tmp_path``, offline, on tiny models.
+
+Factories are fixtures (not importable helpers) so test modules need no package
+layout: ``make_images``, ``fake_encoder``, ``write_rows``, ``run_vecmetric``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+# Set before anything imports huggingface_hub: a pretrained spec then fails at once
+# instead of retrying the network for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+OMNIGLOT = SHARED_DATA / "omniglot_small"
+
+#: A deterministic untrained timm model: 256-d embeddings at 160 px, fast on a CPU.
+TINY_MODEL = "timm:test_efficientnet@random"
+TINY_DIM = 256
+#: Another tiny model, for "store made by another model" checks.
+OTHER_TINY_MODEL = "timm:test_resnet@random"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes over ~20 s on two CPU cores (still run by default)")
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """cwd, HOME, caches and the default store all inside ``tmp_path``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("VECMETRIC_STORE", str(tmp_path / "env-store"))
+    monkeypatch.setenv("TORCH_HOME", str(home / ".cache" / "torch"))
+    monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_model() -> str:
+    return TINY_MODEL
+
+
+@pytest.fixture
+def other_tiny_model() -> str:
+    return OTHER_TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """The tiny encoder, loaded once per session (fp32, CPU, so results are exact)."""
+    from vecmetric.encoders import load_encoder
+
+    return load_encoder(TINY_MODEL, device="cpu", precision="fp32")
+
+
+def _draw_image(path: Path, seed: int, cls: int, size: int = 48, mode: str = "RGB") -> None:
+    """A distinct picture: a class colour and shape, jittered per image, plus seeded noise."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8) + 180
+    img = Image.fromarray(arr, "RGB")
+    draw = ImageDraw.Draw(img)
+    colour = ((cls * 67) % 256, (cls * 131 + 40) % 256, (cls * 29 + 90) % 256)
+    off = int(rng.integers(0, size // 4))
+    box = (4 + off, 6 + off // 2, size - 6 - off // 3, size - 4 - off)
+    (draw.ellipse if cls % 2 else draw.rectangle)(box, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.convert(mode).save(path)
+
+
+@pytest.fixture
+def make_images():
+    """``make_images(root, classes=3, per_class=4, size=48, seed=0, suffix='.png')`` -> sorted list of paths."""
+
+    def make(root: Path, classes: int = 3, per_class: int = 4, size: int = 48, seed: int = 0, suffix: str = ".png") -> list[Path]:
+        root = Path(root)
+        paths = []
+        for c in range(classes):
+            for i in range(per_class):
+                path = root / f"class_{c:02d}" / f"img_{i:03d}{suffix}"
+                _draw_image(path, seed * 100_003 + c * 1009 + i, c, size)
+                paths.append(path)
+        return sorted(paths)
+
+    return make
+
+
+@pytest.fixture
+def image_folder(tmp_path, make_images) -> Path:
+    """3 classes x 4 generated PNGs under ``tmp_path/images``."""
+    make_images(tmp_path / "images")
+    return tmp_path / "images"
+
+
+@pytest.fixture(scope="session")
+def omniglot_root() -> Path:
+    if not OMNIGLOT.is_dir():
+        pytest.skip(f"shared data not found at {OMNIGLOT}")
+    return OMNIGLOT
+
+
+@pytest.fixture
+def omniglot_folder(tmp_path, omniglot_root) -> Path:
+    """4 Omniglot classes x 5 images copied into ``tmp_path/omniglot``."""
+    target = tmp_path / "omniglot"
+    classes = sorted(p for p in omniglot_root.iterdir() if p.is_dir())[::60][:4]
+    for cls in classes:
+        for image in sorted(cls.glob("*.png"))[:5]:
+            (target / cls.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, target / cls.name / image.name)
+    return target
+
+
+@pytest.fixture
+def fake_encoder():
+    """``fake_encoder(dim, metric='cosine', name='fake')``: what ``create_store`` needs of an encoder, without torch."""
+
+    def make(dim: int, metric: str = "cosine", name: str = "fake"):
+        fingerprint = f"{name}-{dim:016x}"
+        described = {
+            "spec": f"test:{name}",
+            "fingerprint": fingerprint,
+            "dim": dim,
+            "metric": metric,
+            "architecture": {"source": "test", "name": name},
+            "preprocess": {},
+        }
+        return SimpleNamespace(spec=described["spec"], fingerprint=fingerprint, dim=dim, metric=metric, describe=lambda: dict(described))
+
+    return make
+
+
+@pytest.fixture
+def write_rows():
+    """``write_rows(store, ids, vectors, labels=None)``: append rows to a store directly (no images)."""
+
+    def write(store, ids, vectors, labels=None):
+        import numpy as np
+        import pyarrow as pa
+
+        from vecmetric.store import store_schema
+        from vecmetric.store._store import numpy_to_embeddings
+
+        ids = [int(i) for i in ids]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "path": [f"/data/{i}.png" for i in ids],
+                "size": pa.array([1] * len(ids), pa.int64()),
+                "mtime_ns": pa.array([0] * len(ids), pa.int64()),
+                "content_hash": [f"h{i}" for i in ids],
+                "label": list(labels) if labels is not None else [f"c{i % 7}" for i in ids],
+                "model": [store.model["fingerprint"]] * len(ids),
+                "embedding": numpy_to_embeddings(vectors),
+            },
+            schema=store_schema(store.dim),
+        )
+        store.write_manifest(next_id=max(ids) + 1 if ids else store.manifest.get("next_id", 0))
+        return store.append(table)
+
+    return write
+
+
+@pytest.fixture
+def clustered_vectors():
+    """``clustered_vectors(n, dim, clusters, seed)``: float32 points around random centres."""
+
+    def make(n: int = 3000, dim: int = 32, clusters: int = 30, seed: int = 0):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(size=(clusters, dim)).astype(np.float32) * 3
+        which = rng.integers(0, clusters, size=n)
+        return (centres[which] + rng.normal(size=(n, dim)).astype(np.float32)).astype(np.float32)
+
+    return make
+
+
+@pytest.fixture
+def run_vecmetric():
+    """``run_vecmetric(*args, **kw)``: ``python -m vecmetric ARGS`` in a subprocess (cwd and env of the test)."""
+
+    def run(*args: str, timeout: float = 120, **kwargs):
+        return subprocess.run(
+            [sys.executable, "-m", "vecmetric", *args], capture_output=True, text=True, timeout=timeout, **kwargs
+        )
+
+    return run

@@ -1,0 +1,69 @@
+"""The default encoder is really ImageNet-pretrained, offline, and made for cosine search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vecmetric.encoders import load_encoder
+
+RANDOM_LITE0 = "timm:tf_efficientnet_lite0@random"
+
+
+@pytest.fixture(scope="module")
+def omniglot_sample(omniglot_root):
+    """20 Omniglot characters (spread over the alphabets) x 4 drawings: paths and labels."""
+    classes = sorted(p for p in omniglot_root.iterdir() if p.is_dir())[::12][:20]
+    paths, labels = [], []
+    for label, folder in enumerate(classes):
+        for image in sorted(folder.glob("*.png"))[:4]:
+            paths.append(str(image))
+            labels.append(label)
+    assert len(set(labels)) == 20 and len(paths) == 80
+    return paths, np.array(labels)
+
+
+def precision_at_1(vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out nearest neighbour (cosine) precision@1."""
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    return float((labels[sims.argmax(1)] == labels).mean())
+
+
+@pytest.fixture(scope="module")
+def default_encoder():
+    return load_encoder("default", device="cpu")
+
+
+def test_default_encoder_describes_itself(default_encoder):
+    enc = default_encoder
+    assert enc.spec == "default"
+    assert enc.dim == 1280
+    assert enc.metric == "cosine"
+    assert enc.architecture.source == "timm" and enc.architecture.name == "tf_efficientnet_lite0"
+    # The TF-trained weights expect [-1, 1] inputs at 224 px.
+    assert enc.preprocess.image_size == 224
+    assert tuple(enc.preprocess.mean) == (0.5, 0.5, 0.5) and tuple(enc.preprocess.std) == (0.5, 0.5, 0.5)
+    assert enc.fingerprint.startswith("tf_efficientnet_lite0-")
+    # The weights come from the package, not from a random init.
+    assert enc.fingerprint != load_encoder(RANDOM_LITE0, device="cpu").fingerprint
+    assert load_encoder(None, device="cpu").fingerprint == enc.fingerprint
+
+
+def test_default_is_pretrained(default_encoder, omniglot_sample):
+    """Nearest-neighbour precision@1 on real characters: pretrained features clearly beat random ones.
+
+    Measured on this sample: default 0.8, random weights 0.2 (chance is 0.05).
+    """
+    paths, labels = omniglot_sample
+    pretrained = default_encoder.embed_paths(paths)
+    random_weights = load_encoder(RANDOM_LITE0, device="cpu").embed_paths(paths)
+
+    assert pretrained.dtype == np.float32 and pretrained.shape == (80, 1280)
+    np.testing.assert_allclose(np.linalg.norm(pretrained, axis=1), 1.0, atol=1e-4)
+    assert np.isfinite(pretrained).all()
+
+    p_pretrained = precision_at_1(pretrained, labels)
+    p_random = precision_at_1(random_weights, labels)
+    assert p_pretrained >= 0.6, p_pretrained
+    assert p_pretrained - p_random >= 0.3, (p_pretrained, p_random)

@@ -1,0 +1,114 @@
+"""``TrainOptions``: every training setting, with the CLI's defaults, saved with the run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import TrainError
+from .losses import DEFAULT_MARGIN, MINERS, TRAIN_METRICS
+
+__all__ = ["TrainOptions", "PRECISIONS", "default_workers"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_workers() -> int:
+    """DataLoader workers: one CPU is left to the training process, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class TrainOptions:
+    """How to train; the defaults are the CLI's.
+
+    Attributes:
+        model: the encoder spec to start from.
+        embedding_dim: size of a linear projection head; None keeps the backbone's features (no head).
+        metric: ``cosine`` (L2-normalised embeddings, cosine similarity) or ``l2`` (raw embeddings, Euclidean).
+        margin: the triplet margin.
+        miner: ``semihard``, ``hard``, ``all`` (no mining) or ``batch-hard``.
+        m_per_class: images of each class in a batch.
+        batch_size: images per batch on each device.
+        val_classes: a fraction of the classes held out for validation, or their names.
+        epochs: passes over the training images.
+        lr: backbone learning rate (AdamW).
+        head_lr: projection head learning rate (default 10 x ``lr``).
+        weight_decay: AdamW weight decay.
+        warmup: fraction of the training steps with a linear learning-rate warm-up; cosine decay follows.
+        freeze_backbone_epochs: first epochs train the head only (needs ``embedding_dim``).
+        image_size: training and evaluation image size (default: the encoder's).
+        flip: random horizontal flips (turn off for text, digits, characters).
+        seed: seeds the split, the sampler, the augmentations and the head.
+        workers: DataLoader worker processes.
+        device: ``auto``, ``cpu``, ``cuda``, ``mps``.
+        devices, num_nodes: DDP processes per node and nodes.
+        precision: ``auto`` (bf16 mixed precision on CUDA with bf16, fp32 on CPU, where bf16 training was slower), ``fp32``, ``bf16``.
+        resume: continue the run in the output folder.
+    """
+
+    model: str = "default"
+    embedding_dim: int | None = None
+    metric: str = "cosine"
+    margin: float = DEFAULT_MARGIN
+    miner: str = "semihard"
+    m_per_class: int = 4
+    batch_size: int = 32
+    val_classes: Any = 0.2
+    epochs: int = 10
+    lr: float = 1e-4
+    head_lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup: float = 0.05
+    freeze_backbone_epochs: int = 0
+    image_size: int | None = None
+    flip: bool = True
+    seed: int = 0
+    workers: int | None = None
+    device: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "auto"
+    resume: bool = False
+
+    def validate(self) -> None:
+        """Refuse option values no data could make work.
+
+        Raises:
+            TrainError: naming the option and the valid range or choices.
+        """
+        if self.metric not in TRAIN_METRICS:
+            raise TrainError(f"unknown --metric {self.metric!r}", hint="choose one of: " + ", ".join(TRAIN_METRICS))
+        if self.miner not in MINERS:
+            raise TrainError(f"unknown --miner {self.miner!r}", hint="choose one of: " + ", ".join(MINERS))
+        if self.precision not in PRECISIONS:
+            raise TrainError(f"unknown --precision {self.precision!r}", hint="choose one of: " + ", ".join(PRECISIONS))
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 4, f"--batch-size must be at least 4, not {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, not {self.lr}"),
+            (self.head_lr is None or self.head_lr > 0, f"--head-lr must be positive, not {self.head_lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
+            (0 <= self.warmup < 1, f"--warmup is a fraction of the steps in [0, 1), not {self.warmup}"),
+            (self.margin >= 0, f"--margin must be >= 0, not {self.margin}"),
+            (self.embedding_dim is None or self.embedding_dim >= 1, f"--embedding-dim must be positive, not {self.embedding_dim}"),
+            (self.image_size is None or self.image_size >= 16, f"--image-size must be at least 16, not {self.image_size}"),
+            (self.devices >= 1 and self.num_nodes >= 1, "--devices and --num-nodes must be at least 1"),
+            (self.workers is None or self.workers >= 0, f"--workers must be >= 0, not {self.workers}"),
+            (
+                0 <= self.freeze_backbone_epochs <= self.epochs,
+                f"--freeze-backbone-epochs must be between 0 and --epochs ({self.epochs}), not {self.freeze_backbone_epochs}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(message)
+        if self.freeze_backbone_epochs and not self.embedding_dim:
+            raise TrainError(
+                "--freeze-backbone-epochs trains only the projection head, and there is none",
+                hint="add --embedding-dim N",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
