@@ -24,6 +24,7 @@ __all__ = [
     "EncoderError",
     "StoreError",
     "StoreMismatchError",
+    "ManifestError",
     "StoreLockedError",
     "IndexStateError",
     "TrainError",
@@ -64,6 +65,10 @@ class StoreError(VecmetricError):
 
 class StoreMismatchError(StoreError):
     """A store was made by another model, dimension or metric than the one asked for."""
+
+
+class ManifestError(StoreError):
+    """A store's manifest is lost or damaged while its data is there (``verify --repair`` rebuilds it)."""
 
 
 class StoreLockedError(VecmetricError):

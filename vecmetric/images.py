@@ -7,9 +7,12 @@ at a reduced scale (draft mode) since the network needs only a few hundred pixel
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from typing import Any
+import signal
+import threading
+from typing import Any, Iterator
 
 from .errors import InputError
 
@@ -17,6 +20,7 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
 )
 MAX_PIXELS = 89_478_485  # Pillow's own DecompressionBombWarning limit, enforced as an error
+DECODE_SECONDS = 30.0  # per image: a pathological file is skipped instead of hanging the run
 
 
 class ImageDecodeError(Exception):
@@ -25,6 +29,29 @@ class ImageDecodeError(Exception):
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_SUFFIXES
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ``ImageDecodeError`` if the block runs longer than ``seconds``.
+
+    Uses SIGALRM, so it applies in a process's main thread (DataLoader workers and the CLI);
+    elsewhere, or with ``seconds`` None, the block runs unlimited.
+    """
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise ImageDecodeError(f"decoding took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def decode_image(data: bytes, min_size: int = 0, max_pixels: int = MAX_PIXELS):
@@ -108,6 +135,16 @@ def resize_and_crop(img, preprocess) -> "Any":
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def decode_and_preprocess(data: bytes, preprocess, seconds: float | None = DECODE_SECONDS):
+    """Bytes to the uint8 (3, S, S) tensor the encoder takes, within a time limit.
+
+    Raises:
+        ImageDecodeError: unusable image, or decoding took longer than ``seconds``.
+    """
+    with time_limit(seconds):
+        return resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
+
+
 def load_image_tensor(path: str | os.PathLike, preprocess):
     """Read, decode and preprocess one image file.
 
@@ -117,7 +154,7 @@ def load_image_tensor(path: str | os.PathLike, preprocess):
     try:
         with open(path, "rb") as fh:
             data = fh.read()
-        return resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
+        return decode_and_preprocess(data, preprocess)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ImageDecodeError as exc:

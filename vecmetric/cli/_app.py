@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import embed, eval as eval_cmd, index, info, models, search, train
+from . import embed, eval as eval_cmd, index, info, models, search, train, verify
 
 app = typer.Typer(
     name="vecmetric",
@@ -30,9 +30,10 @@ def root(
     """Deep metric learning and vector search over images.
 
     Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store,
-    6 index, 7 training, 8 store locked by another process, 130 interrupted.
+    6 index, 7 training, 8 store locked by another process, 9 verify found problems
+    that remain, 130 interrupted.
     """
 
 
-for module in (embed, index, search, info, models, train, eval_cmd):
+for module in (embed, index, search, info, verify, models, train, eval_cmd):
     module.register(app)

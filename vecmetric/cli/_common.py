@@ -27,11 +27,16 @@ StoreOption = typer.Option(
     None,
     "--store",
     "-s",
-    help=f"Store folder. [default: ${STORE_ENV} or ./{DEFAULT_STORE}]",
+    help=f"Store folder. (default: ${STORE_ENV} or ./{DEFAULT_STORE})",
     show_default=False,
 )
 DeviceOption = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object per line instead of a table.")
+AllowPickleOption = typer.Option(
+    False,
+    "--allow-pickle-files",
+    help="Accept a checkpoint folder that also holds pickle files (.pt, .pth, .bin, .ckpt). They are never read; only safetensors + JSON are.",
+)
 
 
 def store_path(store: Path | None) -> Path:

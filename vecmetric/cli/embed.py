@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ._common import DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
 from ._progress import progress_bar
 
 MAX_LISTED_SKIPS = 10
@@ -18,14 +18,15 @@ def embed_command(
     folder: Path = typer.Argument(..., help="Image folder, walked recursively (JPEG, PNG, WebP, GIF, BMP, TIFF, PGM/PPM)."),
     store: Path = StoreOption,
     model: str = typer.Option(
-        None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. [default: the store's model, or 'default' for a new store]", show_default=False
+        None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. (default: the store's model, or 'default' for a new store)", show_default=False
     ),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes. [default: one per core, at most 8]", show_default=False),
+    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes. (default: one per core, at most 8)", show_default=False),
     device: str = DeviceOption,
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16."),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    allow_pickle_files: bool = AllowPickleOption,
 ) -> None:
     """Embed every image under FOLDER into the store: incremental and resumable.
 
@@ -37,7 +38,15 @@ def embed_command(
 
     with progress_bar("Embedding", quiet=quiet) as progress:
         result = embed_directory(
-            folder, store_path(store), model=model, device=device, precision=precision, batch_size=batch_size, workers=workers, progress=progress
+            folder,
+            store_path(store),
+            model=model,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            allow_pickle_files=allow_pickle_files,
         )
     if json_out:
         print_json(result.to_dict())

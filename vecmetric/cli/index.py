@@ -13,10 +13,10 @@ from ._progress import progress_bar
 @handle_errors
 def index_command(
     store: Path = StoreOption,
-    metric: str = typer.Option(None, "--metric", help="cosine, ip or l2. [default: the existing index's, else the store's model metric]", show_default=False),
-    m: int = typer.Option(None, "--m", min=2, help="HNSW links per node (M). [default: 16]", show_default=False),
-    ef_construction: int = typer.Option(None, "--ef-construction", min=1, help="HNSW build breadth. [default: 200]", show_default=False),
-    ef: int = typer.Option(None, "--ef", min=1, help="Default query breadth saved with the index. [default: 64]", show_default=False),
+    metric: str = typer.Option(None, "--metric", help="cosine, ip or l2. (default: the existing index's, else the store's model metric)", show_default=False),
+    m: int = typer.Option(None, "--m", min=2, help="HNSW links per node (M). (default: 16)", show_default=False),
+    ef_construction: int = typer.Option(None, "--ef-construction", min=1, help="HNSW build breadth. (default: 200)", show_default=False),
+    ef: int = typer.Option(None, "--ef", min=1, help="Default query breadth saved with the index. (default: 64)", show_default=False),
     rebuild: bool = typer.Option(False, "--rebuild", help="Build from scratch instead of updating."),
     threads: int = typer.Option(-1, "--threads", help="Threads (-1: all cores)."),
     json_out: bool = JsonOption,

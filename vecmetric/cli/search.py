@@ -8,7 +8,7 @@ from typing import List
 
 import typer
 
-from ._common import DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stdout, store_path
+from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stdout, store_path
 from ._progress import progress_bar
 
 
@@ -27,12 +27,13 @@ def search_command(
     queries: List[str] = typer.Argument(..., help="Query images ('-' reads one path per line from stdin), or texts with --text."),
     store: Path = StoreOption,
     k: int = typer.Option(5, "--k", "-k", min=1, help="Results per query."),
-    ef: int = typer.Option(None, "--ef", min=1, help="HNSW search breadth: higher is more exact and slower. [default: the index's, 64]", show_default=False),
+    ef: int = typer.Option(None, "--ef", min=1, help="HNSW search breadth: higher is more exact and slower. (default: the index's, 64)", show_default=False),
     exact: bool = typer.Option(False, "--exact", help="Brute-force search instead of the index."),
     text: bool = typer.Option(False, "--text", help="Treat queries as text (open_clip stores only)."),
-    model: str = typer.Option(None, "--model", "-m", help="Check that the store was made by this model spec. [default: the store's model]", show_default=False),
+    model: str = typer.Option(None, "--model", "-m", help="Check that the store was made by this model spec. (default: the store's model)", show_default=False),
     device: str = DeviceOption,
     json_out: bool = JsonOption,
+    allow_pickle_files: bool = AllowPickleOption,
 ) -> None:
     """Search the store. The index is built or updated first if it is missing or stale.
 
@@ -44,7 +45,18 @@ def search_command(
 
     items = _read_queries(queries)
     with progress_bar("Updating index", unit="vectors", quiet=json_out) as progress:
-        results = search_store(store_path(store), items, k=k, ef=ef, exact=exact, text=text, model=model, device=device, progress=progress)
+        results = search_store(
+            store_path(store),
+            items,
+            k=k,
+            ef=ef,
+            exact=exact,
+            text=text,
+            model=model,
+            device=device,
+            progress=progress,
+            allow_pickle_files=allow_pickle_files,
+        )
     if json_out:
         for hits in results:
             for hit in hits:

@@ -109,14 +109,26 @@ def build_architecture(architecture: ArchitectureConfig):
     return EmbeddingModel(backbone, dim, architecture.embedding_dim, architecture.normalize)
 
 
-def load_checkpoint(folder: str | os.PathLike, weights_name: str | None = None):
+def pickle_files(folder: str | os.PathLike) -> list[str]:
+    """Pickle-format files anywhere in a checkpoint folder (relative paths)."""
+    folder = Path(folder)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
+
+
+def load_checkpoint(folder: str | os.PathLike, weights_name: str | None = None, allow_pickle_files: bool = False):
     """Rebuild the model stored in a checkpoint folder.
+
+    Only ``config.json`` and a ``.safetensors`` file are read; nothing in the folder is
+    executed. A folder that also holds pickle files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``,
+    ``.pkl``) is refused unless ``allow_pickle_files`` is set, since it was not written by
+    vecmetric and may not be what it claims; even then the pickles are never opened.
 
     Returns:
         ``(model, preprocess, architecture, config)``.
 
     Raises:
-        EncoderError: missing or pickled weights, or tensors that do not fit the architecture.
+        EncoderError: missing weights, pickle files present, a damaged config, or tensors
+            that do not fit the architecture.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -127,12 +139,20 @@ def load_checkpoint(folder: str | os.PathLike, weights_name: str | None = None):
     weights = folder / name
     if Path(name).name != name or weights.suffix != ".safetensors":
         raise EncoderError(f"checkpoint weights must be a .safetensors file in the folder, not {name!r}")
+    pickles = pickle_files(folder)
     if not weights.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         hint = f"found pickle files {pickles}, which vecmetric never loads" if pickles else None
         raise EncoderError(f"checkpoint {folder} has no {name}", hint=hint)
-    architecture = ArchitectureConfig.from_dict(config["architecture"])
-    preprocess = PreprocessConfig.from_dict(config["preprocess"])
+    if pickles and not allow_pickle_files:
+        raise EncoderError(
+            f"checkpoint {folder} contains pickle files ({', '.join(pickles[:3])}), which can run code when loaded",
+            hint="vecmetric reads only safetensors and JSON; pass --allow-pickle-files to use the folder anyway (the pickles stay unread)",
+        )
+    try:
+        architecture = ArchitectureConfig.from_dict(config["architecture"])
+        preprocess = PreprocessConfig.from_dict(config["preprocess"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EncoderError(f"checkpoint config {folder / CONFIG_NAME} is damaged: {exc!r}") from None
     model = build_architecture(architecture)
     try:
         state = load_file(str(weights))

@@ -65,7 +65,9 @@ def parse_spec(spec: str | os.PathLike | None) -> ParsedSpec:
     return ParsedSpec("source", prefix, name, tag or None)
 
 
-def load_encoder(spec: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"):
+def load_encoder(
+    spec: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto", allow_pickle_files: bool = False
+):
     """Build the encoder a spec names, on ``device`` (``auto``: CUDA, then MPS, then CPU).
 
     Args:
@@ -73,6 +75,7 @@ def load_encoder(spec: str | os.PathLike | None = None, device: str = "auto", pr
             ``@random`` builds a timm or open_clip architecture untrained (deterministically).
         device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
         precision: ``auto`` (bf16 autocast on CUDA and bf16-capable CPUs), ``fp32`` or ``bf16``.
+        allow_pickle_files: accept a checkpoint folder that also holds pickle files (never read).
 
     Returns:
         An ``Encoder`` in eval mode.
@@ -89,7 +92,7 @@ def load_encoder(spec: str | os.PathLike | None = None, device: str = "auto", pr
     encode_text = text_model = None
     metric = "cosine"
     if parsed.kind == "checkpoint":
-        model, preprocess, architecture, config = load_checkpoint(parsed.path)
+        model, preprocess, architecture, config = load_checkpoint(parsed.path, allow_pickle_files=allow_pickle_files)
         metric = config.get("metric", "cosine")
     else:
         built = get_source(parsed.prefix).build(parsed.name, parsed.tag)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,6 +51,7 @@ def build_index(
     rebuild: bool = False,
     threads: int = -1,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
+    take_lock: bool = True,
 ) -> IndexResult:
     """Bring ``store``'s HNSW index in step with its rows.
 
@@ -64,6 +66,7 @@ def build_index(
         rebuild: build from scratch even when an update would do.
         threads: hnswlib threads (-1: all cores).
         progress: called as ``progress(event, data)`` with ``start`` (total) and ``advance`` (n).
+        take_lock: take the store's lock (False only for a caller that already holds it).
 
     Returns:
         An ``IndexResult``.
@@ -73,7 +76,7 @@ def build_index(
 
     notify = progress or (lambda event, data: None)
     started = time.perf_counter()
-    with StoreLock(store.path, "index"):
+    with StoreLock(store.path, "index") if take_lock else contextlib.nullcontext():
         existing = None
         if not rebuild and (store.index_dir / SIDECAR_NAME).is_file():
             try:

@@ -56,6 +56,7 @@ def search_store(
     model: str | None = None,
     device: str = "auto",
     progress: Callable[[str, dict[str, Any]], None] | None = None,
+    allow_pickle_files: bool = False,
 ) -> list[list[SearchHit]]:
     """Find the ``k`` nearest stored images to each query.
 
@@ -69,6 +70,7 @@ def search_store(
         model: must name the store's own model when given (it is checked, not used instead).
         device: where the query encoder runs.
         progress: passed to the index update when the index is missing or stale.
+        allow_pickle_files: accept a checkpoint folder that also holds pickle files (never read).
 
     Returns:
         One list of hits per query, nearest first. Paths are absolute.
@@ -88,7 +90,7 @@ def search_store(
     if not queries:
         raise InputError("no queries given")
     st = open_store(store)
-    encoder = load_encoder(model or st.model["spec"], device=device)
+    encoder = load_encoder(model or st.model["spec"], device=device, allow_pickle_files=allow_pickle_files)
     if model is not None:
         st.check_model(encoder)
     elif encoder.fingerprint != st.model["fingerprint"]:

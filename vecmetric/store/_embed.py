@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError
-from ..images import ImageDecodeError, decode_image, resize_and_crop
+from ..images import ImageDecodeError, decode_and_preprocess
 from ._lock import StoreLock
 from ._scan import FileEntry, scan_folder
 from ._store import MANIFEST_NAME, Store, create_store, numpy_to_embeddings, open_store
@@ -75,8 +75,7 @@ class _DecodeDataset:
         if digest in self.known_hashes:
             return i, digest, None, None
         try:
-            img = decode_image(data, self.preprocess.resize_size)
-            return i, digest, resize_and_crop(img, self.preprocess), None
+            return i, digest, decode_and_preprocess(data, self.preprocess), None
         except ImageDecodeError as exc:
             return i, digest, None, str(exc)
 
@@ -93,15 +92,15 @@ def _default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
-def _open_or_create(store_path: Path, model: str | None, device: str, precision: str):
+def _open_or_create(store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool):
     from ..encoders import load_encoder
 
     if (store_path / MANIFEST_NAME).exists():
         store = open_store(store_path)
-        encoder = load_encoder(model or store.model["spec"], device=device, precision=precision)
+        encoder = load_encoder(model or store.model["spec"], device=device, precision=precision, allow_pickle_files=allow_pickle_files)
         store.check_model(encoder)
         return store, encoder
-    encoder = load_encoder(model, device=device, precision=precision)
+    encoder = load_encoder(model, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
     return create_store(store_path, encoder), encoder
 
 
@@ -115,6 +114,7 @@ def embed_directory(
     workers: int | None = None,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     flush_rows: int = FLUSH_ROWS,
+    allow_pickle_files: bool = False,
 ) -> EmbedResult:
     """Embed every image under ``folder`` into ``store``, incrementally.
 
@@ -133,6 +133,7 @@ def embed_directory(
         workers: decoding processes (default: one per core, at most 8; 0 decodes in this process).
         progress: called as ``progress(event, data)`` with events ``start`` (total) and ``advance`` (n).
         flush_rows: rows per written batch.
+        allow_pickle_files: accept a checkpoint folder that also holds pickle files (never read).
 
     Returns:
         An ``EmbedResult``.
@@ -153,7 +154,7 @@ def embed_directory(
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
     store_path = Path(store)
-    store_obj, encoder = _open_or_create(store_path, model, device, precision)
+    store_obj, encoder = _open_or_create(store_path, model, device, precision, allow_pickle_files)
     result = EmbedResult(store=str(store_path.resolve()), model=encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
 

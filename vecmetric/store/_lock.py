@@ -42,7 +42,7 @@ class StoreLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._read_owner()
-                if owner is None or (owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1)))):
+                if owner is None or self.is_stale():
                     self._remove_stale()
                     continue
                 raise StoreLockedError(
@@ -55,6 +55,16 @@ class StoreLock:
             self._held = True
             return self
         raise StoreLockedError(f"could not take the lock {self.path}")
+
+    def is_stale(self) -> bool:
+        """True when the lock file exists but its owner on this host is gone (or it is unreadable)."""
+        if not self.path.exists():
+            return False
+        owner = self._read_owner()
+        if owner is None:
+            return True
+        pid = owner.get("pid")
+        return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
 
     def _read_owner(self) -> dict | None:
         try:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import __version__
 from .._fsutil import atomic_write, atomic_write_json, fsync_dir, read_json
-from ..errors import StoreError, StoreMismatchError
+from ..errors import ManifestError, StoreError, StoreMismatchError
 
 MANIFEST_NAME = "_manifest.json"
 ERRORS_NAME = "_errors.jsonl"
@@ -31,6 +31,7 @@ INDEX_DIR = "_index"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 STORE_FORMAT = "vecmetric-store"
+MODEL_METADATA_KEY = b"vecmetric.model"
 META_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash", "label", "model"]
 
 
@@ -120,23 +121,29 @@ class Store:
             )
 
     # --- reading -------------------------------------------------------------------------------
-    def dataset(self):
+    def dataset(self, parts: list[Path] | None = None):
         import pyarrow.dataset as ds
 
-        return ds.dataset([str(p) for p in self.parts()], schema=store_schema(self.dim), format="parquet")
+        files = self.parts() if parts is None else parts
+        return ds.dataset([str(p) for p in files], schema=store_schema(self.dim), format="parquet")
 
-    def read_table(self, columns: list[str] | None = None, filter=None):
+    def read_table(self, columns: list[str] | None = None, filter=None, parts: list[Path] | None = None):
         """Read live rows as a pyarrow Table (all columns unless ``columns`` names some).
+
+        Args:
+            columns: the columns to read (default all).
+            filter: a pyarrow.compute expression selecting rows.
+            parts: read only these part files (default all).
 
         Raises:
             StoreError: a part file is damaged.
         """
         try:
-            return self.dataset().to_table(columns=columns, filter=filter)
+            return self.dataset(parts).to_table(columns=columns, filter=filter)
         except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
             raise StoreError(
                 f"store {self.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200]}",
-                hint="run 'vecmetric verify --repair' to drop damaged files, then embed again",
+                hint="'vecmetric verify --repair' sets damaged files aside; then embed again to restore their rows",
             ) from None
 
     def iter_batches(self, columns: list[str] | None = None, batch_size: int = 65536, filter=None) -> Iterator:
@@ -146,7 +153,7 @@ class Store:
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"store {self.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200]}",
-                hint="run 'vecmetric verify --repair' to drop damaged files, then embed again",
+                hint="'vecmetric verify --repair' sets damaged files aside; then embed again to restore their rows",
             ) from None
 
     def count(self) -> int:
@@ -179,7 +186,9 @@ class Store:
 
         name = f"{PART_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
         target = self.path / name
-        atomic_write(target, lambda tmp: pq.write_table(rows.cast(store_schema(self.dim)), tmp, compression="zstd"))
+        # Each file carries the model description, so a lost manifest can be rebuilt from the data.
+        schema = store_schema(self.dim).with_metadata({MODEL_METADATA_KEY: json.dumps(self.model)})
+        atomic_write(target, lambda tmp: pq.write_table(rows.cast(schema), tmp, compression="zstd"))
         return target
 
     def delete_ids(self, ids: Iterable[int]) -> int:
@@ -202,7 +211,7 @@ class Store:
             if n_hit == len(ids_in_part):
                 part.unlink()
                 continue
-            kept = pq.read_table(part).filter(pc.invert(hit))
+            kept = pq.read_table(part).filter(pc.invert(hit))  # keeps the schema's metadata
             atomic_write(part, lambda tmp, kept=kept: pq.write_table(kept, tmp, compression="zstd"))
         fsync_dir(self.path)
         return removed
@@ -251,6 +260,8 @@ def open_store(path: str | os.PathLike) -> Store:
     path = Path(path)
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
+        if any(path.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
+            raise ManifestError(f"the store {path} has lost its {MANIFEST_NAME}", hint="'vecmetric verify --repair' rebuilds it from the data")
         if path.is_dir() and any(path.iterdir()):
             raise StoreError(f"{path} is not a vecmetric store (no {MANIFEST_NAME})")
         raise StoreError(f"no store at {path}", hint="create one with 'vecmetric embed FOLDER --store " + str(path) + "'")
@@ -260,8 +271,55 @@ def open_store(path: str | os.PathLike) -> Store:
             raise ValueError("not a vecmetric store manifest")
         int(manifest["model"]["dim"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"the manifest {manifest_path} is damaged: {exc}", hint="run 'vecmetric verify --repair'") from None
+        raise ManifestError(f"the manifest {manifest_path} is damaged: {exc}", hint="'vecmetric verify --repair' rebuilds it from the data") from None
     return Store(path, manifest)
+
+
+def rebuild_manifest(path: str | os.PathLike) -> Store:
+    """Write a new manifest from the model description that every part file carries.
+
+    Raises:
+        StoreError: no readable part file to rebuild from.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    for part in sorted(path.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
+        try:
+            meta = pq.read_schema(part).metadata or {}
+            model = json.loads(meta[MODEL_METADATA_KEY])
+            ids = pq.read_table(part, columns=["id"]).column("id").to_pylist()
+        except (OSError, ValueError, KeyError):
+            continue
+        manifest = _new_manifest(model)
+        store = Store(path, manifest)
+        table = store.read_table(["id"], parts=[p for p in store.parts() if _readable(p)])
+        next_id = (max(table.column("id").to_pylist()) + 1) if table.num_rows else (max(ids) + 1 if ids else 0)
+        store.write_manifest(next_id=next_id, counts={"rows": table.num_rows}, rebuilt_from=part.name)
+        return store
+    raise StoreError(f"cannot rebuild the manifest of {path}: no readable part file", hint="embed again into a new store")
+
+
+def _readable(part: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(part)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _new_manifest(model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": STORE_FORMAT,
+        "format_version": 1,
+        "model": model,
+        "versions": _versions(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "next_id": 0,
+        "counts": {"rows": 0},
+    }
 
 
 def create_store(path: str | os.PathLike, encoder) -> Store:
@@ -273,15 +331,6 @@ def create_store(path: str | os.PathLike, encoder) -> Store:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create store folder {path}: {exc.strerror or exc}") from None
-    manifest = {
-        "format": STORE_FORMAT,
-        "format_version": 1,
-        "model": encoder.describe(),
-        "versions": _versions(),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "next_id": 0,
-        "counts": {"rows": 0},
-    }
-    store = Store(path, manifest)
+    store = Store(path, _new_manifest(encoder.describe()))
     store.write_manifest()
     return store
