@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+# Fault injection for the crash-safety tests: "N:STAGE" kills this process with SIGKILL when
+# its N-th atomic write (counting from 1) reaches STAGE ("written": the temporary file is
+# complete but not renamed; "renamed": the file is in place). Unset in normal use.
+FAULT_ENV = "VECMETRIC_FAULT_AT_WRITE"
+_write_count = 0
+
+
+def _fault_point(stage: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    number, _, wanted = spec.partition(":")
+    if wanted == stage and int(number) == _write_count:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def temp_path_for(path: Path) -> Path:
@@ -32,12 +48,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
 
     A crash at any moment leaves either the old file or the new one, never a mix.
     """
+    global _write_count
+    _write_count += 1
     path = Path(path)
     tmp = temp_path_for(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _fault_point("written")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -46,6 +65,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
             pass
         raise
     fsync_dir(path.parent)
+    _fault_point("renamed")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -17,6 +17,7 @@ from ._store import MANIFEST_NAME, Store, create_store, numpy_to_embeddings, ope
 
 FLUSH_ROWS = 4096
 FLUSH_SECONDS = 30.0
+WORKER_TIMEOUT = float(os.environ.get("VECMETRIC_WORKER_TIMEOUT", 300))  # seconds without a batch
 
 
 def content_hash(data: bytes) -> str:
@@ -86,6 +87,19 @@ def _collate(items):
     tensors = [t for _, _, t, _ in items if t is not None]
     batch = torch.stack(tensors) if tensors else None
     return [(i, h, t is not None, err) for i, h, t, err in items], batch
+
+
+def _batches(loader):
+    """Iterate a DataLoader, turning a stalled worker into a clear error."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if "timed out" not in str(exc) and "shared memory" not in str(exc).lower():
+            raise
+        raise InputError(
+            f"the decoding workers stopped answering ({str(exc).splitlines()[0][:120]})",
+            hint="shared memory (/dev/shm) may be full or too small; run with --workers 0, or free space; work so far is kept",
+        ) from None
 
 
 def _default_workers() -> int:
@@ -220,8 +234,11 @@ def embed_directory(
                 prefetch_factor=4 if n_workers else None,
                 persistent_workers=False,
                 pin_memory=encoder.device.type == "cuda",
+                # A worker that cannot hand a batch over (e.g. /dev/shm full) would otherwise
+                # leave this process waiting forever.
+                timeout=WORKER_TIMEOUT if n_workers else 0,
             )
-            for meta, batch in loader:
+            for meta, batch in _batches(loader):
                 vectors = encoder.embed_tensors(batch) if batch is not None else None
                 row = 0
                 for i, digest, decoded, error in meta:

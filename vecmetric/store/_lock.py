@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..errors import StoreLockedError
+from ..errors import StoreError, StoreLockedError
 
 LOCK_NAME = "_lock"
 
@@ -36,25 +36,36 @@ class StoreLock:
         self._held = False
 
     def acquire(self) -> "StoreLock":
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.time()}
+        """Take the lock, or raise ``StoreLockedError`` naming the live owner."""
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._read_owner()
-                if owner is None or self.is_stale():
-                    self._remove_stale()
-                    continue
-                raise StoreLockedError(
-                    f"store {self.path.parent} is in use by another vecmetric process "
-                    f"(pid {owner.get('pid')} on {owner.get('host')}, running {owner.get('purpose')})",
-                    hint=f"wait for it to finish; if that process is gone, delete {self.path}",
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
-            self._held = True
-            return self
+            if self._try_create():
+                return self
+            owner = self._read_owner()
+            if owner is None or self.is_stale():
+                self._remove_stale()
+                continue
+            raise StoreLockedError(
+                f"store {self.path.parent} is in use by another vecmetric process "
+                f"(pid {owner.get('pid')} on {owner.get('host')}, running {owner.get('purpose')})",
+                hint=f"wait for it to finish; if that process is gone, delete {self.path}",
+            )
         raise StoreLockedError(f"could not take the lock {self.path}")
+
+    def _try_create(self) -> bool:
+        """Create the lock file; False if it exists already."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to store {self.path.parent}: {exc.strerror or exc}",
+                hint="the store is read-only or missing: search works while its index is current; to change it, fix permissions",
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.time()}, fh)
+        self._held = True
+        return True
 
     def is_stale(self) -> bool:
         """True when the lock file exists but its owner on this host is gone (or it is unreadable)."""
@@ -68,7 +79,12 @@ class StoreLock:
 
     def _read_owner(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text() or "null")
+            owner = json.loads(self.path.read_text())
+            if not isinstance(owner, dict):
+                raise ValueError("no owner")
+            return owner
+        except FileNotFoundError:
+            return None  # released meanwhile: try again
         except (OSError, ValueError):
             # Half-written by a process killed while creating it: treat as stale if old enough.
             try:

@@ -14,6 +14,7 @@ process killed at any moment leaves a readable store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -72,6 +73,23 @@ def numpy_to_embeddings(vectors) -> "Any":
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+@contextlib.contextmanager
+def writing_to(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, file too large, read-only, permissions) into a StoreError.
+
+    The write that failed leaves only a temporary ``_`` file behind, which atomic_write removes;
+    rows written before it stay in the store.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StoreError(
+            f"cannot write to store {path}: {reason}",
+            hint="free disk space or fix permissions, then run the command again; work written so far is kept",
+        ) from None
 
 
 class Store:
@@ -188,7 +206,8 @@ class Store:
         target = self.path / name
         # Each file carries the model description, so a lost manifest can be rebuilt from the data.
         schema = store_schema(self.dim).with_metadata({MODEL_METADATA_KEY: json.dumps(self.model)})
-        atomic_write(target, lambda tmp: pq.write_table(rows.cast(schema), tmp, compression="zstd"))
+        with writing_to(self.path):
+            atomic_write(target, lambda tmp: pq.write_table(rows.cast(schema), tmp, compression="zstd"))
         return target
 
     def delete_ids(self, ids: Iterable[int]) -> int:
@@ -209,22 +228,26 @@ class Store:
                 continue
             removed += n_hit
             if n_hit == len(ids_in_part):
-                part.unlink()
+                with writing_to(self.path):
+                    part.unlink()
                 continue
             kept = pq.read_table(part).filter(pc.invert(hit))  # keeps the schema's metadata
-            atomic_write(part, lambda tmp, kept=kept: pq.write_table(kept, tmp, compression="zstd"))
+            with writing_to(self.path):
+                atomic_write(part, lambda tmp, kept=kept: pq.write_table(kept, tmp, compression="zstd"))
         fsync_dir(self.path)
         return removed
 
     def write_manifest(self, **updates: Any) -> None:
         self.manifest.update(updates)
         self.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_json(self.path / MANIFEST_NAME, self.manifest)
+        with writing_to(self.path):
+            atomic_write_json(self.path / MANIFEST_NAME, self.manifest)
 
     def write_errors(self, errors: list[dict[str, Any]]) -> None:
         """Replace the error log with the skips of the latest run (one JSON object per line)."""
         text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors)
-        atomic_write(self.path / ERRORS_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        with writing_to(self.path):
+            atomic_write(self.path / ERRORS_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def read_errors(self) -> list[dict[str, Any]]:
         path = self.path / ERRORS_NAME
