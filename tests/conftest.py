@@ -75,6 +75,21 @@ def tiny_encoder():
     return load_encoder(TINY_MODEL, device="cpu", precision="fp32")
 
 
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> str:
+    """A checkpoint folder of the tiny model at 32 px: a valid spec that is ~25x cheaper per image.
+
+    Used where many images or subprocesses are needed (killed runs, the CLI).
+    """
+    from vecmetric.encoders import PreprocessConfig, load_encoder, save_checkpoint
+
+    encoder = load_encoder(TINY_MODEL, device="cpu")
+    folder = tmp_path_factory.mktemp("small-model") / "test_efficientnet-32px"
+    preprocess = PreprocessConfig(image_size=32, mean=encoder.preprocess.mean, std=encoder.preprocess.std, crop_pct=1.0)
+    save_checkpoint(folder, encoder.model, encoder.architecture, preprocess)
+    return str(folder)
+
+
 def _draw_image(path: Path, seed: int, cls: int, size: int = 48, mode: str = "RGB") -> None:
     """A distinct picture: a class colour and shape, jittered per image, plus seeded noise."""
     import numpy as np

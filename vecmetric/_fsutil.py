@@ -26,8 +26,53 @@ def _fault_point(stage: str) -> None:
 
 
 def temp_path_for(path: Path) -> Path:
-    """A hidden sibling name (``_`` prefix: pyarrow, Spark and DuckDB skip it)."""
-    return path.with_name(f"_tmp-{uuid.uuid4().hex[:12]}-{path.name}.partial")
+    """A hidden sibling name (``_`` prefix: pyarrow, Spark and DuckDB skip it) that names the writer's pid."""
+    return path.with_name(f"_tmp-p{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}.partial")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_dead_temporary(path: Path) -> bool:
+    """True for a ``_tmp-*.partial`` file whose writer is gone (killed mid-write): debris.
+
+    Names without a pid (older versions) count as dead: callers hold the store's lock.
+    """
+    name = path.name
+    if not (name.startswith("_tmp-") and name.endswith(".partial")):
+        return False
+    tag = name[len("_tmp-") :].split("-", 1)[0]
+    if tag.startswith("p") and tag[1:].isdigit():
+        pid = int(tag[1:])
+        return pid != os.getpid() and not _pid_alive(pid)
+    return True
+
+
+def remove_dead_temporaries(folder: Path) -> int:
+    """Delete the temporary files that killed writers left in ``folder``; returns how many.
+
+    Call only while holding the store's lock (no other process writes then).
+    """
+    removed = 0
+    try:
+        candidates = list(Path(folder).glob("_tmp-*.partial"))
+    except OSError:
+        return 0
+    for tmp in candidates:
+        if is_dead_temporary(tmp):
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def fsync_dir(folder: Path) -> None:

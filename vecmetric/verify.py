@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._fsutil import is_dead_temporary
 from .errors import IndexStateError, ManifestError
 from .store import open_store
 from .store._store import rebuild_manifest
@@ -107,6 +108,8 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
 
 def _check_leftovers(store, report: VerifyReport, repair: bool) -> None:
     for tmp in sorted(store.path.glob("_tmp-*.partial")) + sorted(store.index_dir.glob("_tmp-*.partial")):
+        if not is_dead_temporary(tmp):
+            continue  # a live process is writing it now
         finding = report.add("temporary-file", f"{tmp.name} was left by an interrupted write", True)
         if repair:
             tmp.unlink(missing_ok=True)

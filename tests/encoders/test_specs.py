@@ -186,3 +186,30 @@ def test_bf16_close_to_fp32(tiny_model, tiny_encoder):
     assert b.dtype == np.float32
     cos = (a * b).sum(1)
     assert cos.min() > 0.99
+
+
+# --- CUDA (skipped without a GPU; run on a GPU machine) -----------------------------------------
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs CUDA")
+def test_cuda_auto_device_uses_bf16_and_matches_cpu(tiny_model, tiny_encoder):
+    import torch
+
+    assert resolve_device("auto").type == "cuda"
+    gpu = load_encoder(tiny_model)  # device and precision auto
+    assert gpu.device.type == "cuda"
+    assert gpu.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert gpu.fingerprint == tiny_encoder.fingerprint  # same weights wherever they run
+    batch = torch.from_numpy(np.random.default_rng(3).integers(0, 256, size=(8, 3, 160, 160), dtype=np.uint8))
+    on_gpu, on_cpu = gpu.embed_tensors(batch), tiny_encoder.embed_tensors(batch)
+    assert on_gpu.dtype == np.float32 and on_gpu.shape == (8, 256)
+    np.testing.assert_allclose(np.linalg.norm(on_gpu, axis=1), 1.0, atol=1e-4)
+    assert (on_gpu * on_cpu).sum(1).min() > 0.99
+    fp32 = load_encoder(tiny_model, device="cuda", precision="fp32").embed_tensors(batch)
+    assert (fp32 * on_cpu).sum(1).min() > 0.9999

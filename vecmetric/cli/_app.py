@@ -9,7 +9,8 @@ from . import embed, eval as eval_cmd, index, info, models, search, train, verif
 
 app = typer.Typer(
     name="vecmetric",
-    help="Deep metric learning and vector search over images: fine-tune, embed, index, search.",
+    epilog="Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store, 6 index, "
+    "7 training, 8 store locked by another process, 9 verify found problems that remain, 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -78,12 +78,15 @@ def build_index(
     started = time.perf_counter()
     with StoreLock(store.path, "index") if take_lock else contextlib.nullcontext():
         existing = None
-        if not rebuild and (store.index_dir / SIDECAR_NAME).is_file():
+        if (store.index_dir / SIDECAR_NAME).is_file():
             try:
                 existing = HnswIndex.load(store.index_dir)
             except IndexStateError:
                 existing = None  # damaged: rebuild
+        # --rebuild keeps the existing index's parameters unless new ones are given.
         defaults = existing.sidecar if existing else {}
+        if rebuild:
+            existing = None
         params = IndexParams(
             metric=metric or defaults.get("metric") or store.metric,
             m=m or defaults.get("M", 16),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fsutil import atomic_write, atomic_write_json, read_json
+from .._fsutil import atomic_write, atomic_write_json, read_json, remove_dead_temporaries
 from ..errors import IndexStateError
 from ._exact import SPACES
 
@@ -158,6 +158,7 @@ class HnswIndex:
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         atomic_write_json(self.folder / SIDECAR_NAME, self.sidecar)
+        remove_dead_temporaries(self.folder)  # half-written files of a killed save (we hold the lock)
         for old in self.folder.iterdir():
             if old.name.startswith(("hnsw-", "ids-")) and gen not in old.name:
                 try:
