@@ -9,8 +9,6 @@ from . import embed, eval as eval_cmd, index, info, models, search, train, verif
 
 app = typer.Typer(
     name="vecmetric",
-    epilog="Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store, 6 index, "
-    "7 training, 8 store locked by another process, 9 verify found problems that remain, 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,9 +28,7 @@ def root(
 ) -> None:
     """Deep metric learning and vector search over images.
 
-    Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store,
-    6 index, 7 training, 8 store locked by another process, 9 verify found problems
-    that remain, 130 interrupted.
+    Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store, 6 index, 7 training, 8 store locked by another process, 9 verify found problems that remain, 130 interrupted.
     """
 
 
