@@ -98,7 +98,12 @@ def machine_info() -> dict[str, Any]:
                 import vecmetric
 
                 versions[pkg] = vecmetric.__version__
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
     return {
+        "load": round(load, 2),
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": usable_cores(),
@@ -121,7 +126,8 @@ def machine_lines(info: dict[str, Any]) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     flags = f" ({info['cpu_flags']})" if info["cpu_flags"] else ""
     return [
-        f"- Machine: {info['cpu']}{flags}, {info['cores']} cores, {info['ram_gib']} GiB RAM; GPU: {info['gpu'] or 'none'}",
+        f"- Machine: {info['cpu']}{flags}, {info['cores']} cores, {info['ram_gib']} GiB RAM; GPU: {info['gpu'] or 'none'}; "
+        f"load average {info['load']} when the run started (other work on the machine skews the figures)",
         f"- Software: Python {info['python']}, {versions}",
     ]
 
@@ -159,9 +165,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Print a titled markdown table; return it with its title, for RESULTS.md."""
     text = markdown_table(headers, rows)
     print(f"\n{title}\n{text}", flush=True)
-    return text
+    return f"{title[0].upper()}{title[1:]}:\n\n{text}"
 
 
 @contextlib.contextmanager

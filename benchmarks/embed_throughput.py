@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--workers",
         default="auto",
-        help="decoding workers for embed_directory; a comma list runs one pipeline per value "
+        help="decoding workers for embed_directory; a comma list (e.g. auto,8,15) runs one pipeline per value "
         "(default: auto, the library's own default)",
     )
     p.add_argument("--data-dir", type=Path, help="keep the JPEGs here and reuse them (default: a temporary folder)")
@@ -56,18 +56,17 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def decode_rate(paths, preprocess, limit: int = 200) -> float:
-    """Images/s of the worker's per-image work (read, hash, draft decode, resize/crop) on this one core."""
-    from vecmetric.images import decode_image, resize_and_crop
-    from vecmetric.store._embed import content_hash
+def decode_rate(folder: Path, preprocess, limit: int = 200) -> float:
+    """Images/s of a decoding worker's own per-image work (read, hash, draft decode, resize/crop) on this core."""
+    from vecmetric.store import scan_folder
+    from vecmetric.store._embed import _DecodeDataset
 
-    sample = paths[:limit]
+    dataset = _DecodeDataset(scan_folder(folder).files[:limit], preprocess, frozenset())
+    dataset[0]
     started = time.perf_counter()
-    for path in sample:
-        data = Path(path).read_bytes()
-        content_hash(data)
-        resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
-    return len(sample) / (time.perf_counter() - started)
+    for i in range(len(dataset)):
+        dataset[i]
+    return len(dataset) / (time.perf_counter() - started)
 
 
 def predecode(paths, preprocess, count: int):
@@ -117,6 +116,37 @@ def variant_forward(encoder, precision: str, channels_last: bool):
     return setup, run
 
 
+def gpu_decode_rate(paths, preprocess, device, batch_size: int, limit: int = 1024) -> float:
+    """Images/s of nvJPEG batch decoding plus resize and crop on the GPU (torchvision), from bytes in memory.
+
+    vecmetric does not decode on the GPU; this shows what moving decoding there could reach.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg
+
+    blobs = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in paths[:limit]]
+    size, short = preprocess.image_size, preprocess.resize_size
+
+    def run(chunk):
+        out = []
+        for img in decode_jpeg(chunk, device=device):
+            h, w = img.shape[-2:]
+            scale = short / min(h, w)
+            img = F.interpolate(img[None].float(), size=(round(h * scale), round(w * scale)), mode="bicubic", antialias=True)
+            top, left = (img.shape[-2] - size) // 2, (img.shape[-1] - size) // 2
+            out.append(img[..., top : top + size, left : left + size])
+        return torch.cat(out).clamp_(0, 255).to(torch.uint8)
+
+    run(blobs[:batch_size])
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for i in range(0, len(blobs), batch_size):
+        run(blobs[i : i + batch_size])
+    torch.cuda.synchronize()
+    return len(blobs) / (time.perf_counter() - started)
+
+
 def run_pipeline(folder: Path, args, workers):
     from vecmetric.store import embed_directory
 
@@ -160,7 +190,7 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     info = machine_info()
-    worker_list = [None] if args.workers == "auto" else [int(w) for w in args.workers.split(",")]
+    worker_list = [None if w.strip() == "auto" else int(w) for w in args.workers.split(",")]
 
     with contextlib_dir(args.data_dir) as data_root:
         data_dir = data_root / f"jpeg-1024x768-q90-{args.images}"  # only these images: the pipeline embeds the whole folder
@@ -169,7 +199,7 @@ def main(argv=None) -> None:
         encoder = load_encoder(args.model, device=args.device, precision=args.precision)
         print(f"{encoder!r}; torch threads {torch.get_num_threads()}; {len(paths)} JPEGs, mean {size_kb:.0f} KB", flush=True)
 
-        per_core = decode_rate(paths, encoder.preprocess)
+        per_core = decode_rate(data_dir, encoder.preprocess)
         fwd_images = args.forward_images or min(args.images, 2048)
         tensors = predecode(paths, encoder.preprocess, min(len(paths), 512))
         forward_before = forward_rate(encoder, tensors, fwd_images, args.batch_size)
@@ -178,7 +208,7 @@ def main(argv=None) -> None:
         pipelines = []
         for workers in worker_list:
             stats = run_pipeline(data_dir, args, workers)
-            stats["workers"] = _default_workers() if workers is None else workers
+            stats["workers"] = _default_workers(encoder.device) if workers is None else workers
             stats["workers_label"] = f"{stats['workers']} (default)" if workers is None else str(workers)
             pipelines.append(stats)
             print(f"pipeline, {stats['workers_label']} workers: {stats['pipeline_ips']:.1f} images/s", flush=True)
@@ -201,6 +231,12 @@ def main(argv=None) -> None:
                 ]
             )
         rows.append(["decoding alone (read + hash + draft decode + resize), 1 core", per_core, f"{per_core / forward:.2f}", ""])
+        if encoder.device.type == "cuda":
+            try:
+                gpu_rate = gpu_decode_rate(paths, encoder.preprocess, encoder.device, args.batch_size)
+                rows.append(["for comparison: nvJPEG decode + resize on the GPU (torchvision; not used by vecmetric)", gpu_rate, f"{gpu_rate / forward:.2f}", ""])
+            except Exception as exc:  # noqa: BLE001 - a probe only
+                print(f"GPU decode probe failed: {exc}", flush=True)
         headers = ["measurement", "images/s", "/ forward", "target"]
         main_table = print_table(
             f"{args.model} on {encoder.device} ({encoder.precision}), batch {args.batch_size}, {len(paths)} JPEGs 1024x768",
@@ -239,8 +275,13 @@ def main(argv=None) -> None:
     notes = [
         f"Pipeline / forward = **{ratio:.2f}** (target >= {TARGET:.2f}: {'met' if ratio >= TARGET else 'missed'}).",
         f"Decoding ceiling with {best['workers']} workers ~ {best['workers']} x {per_core:.0f} = {ceiling:.0f} images/s "
-        f"(if every worker had a core of its own; this machine has {usable_cores()} cores and the model's "
-        f"{torch.get_num_threads()} torch threads share them).",
+        + (
+            f"(if every worker had a core of its own; this machine has {usable_cores()} cores, which the model's "
+            f"{torch.get_num_threads()} torch threads share)."
+            if encoder.device.type == "cpu"
+            else f"(if every worker had a core of its own; this machine has {usable_cores()} cores, one of them also "
+            "busy feeding the GPU)."
+        ),
         "\"Pipeline\" counts from the moment decoding starts (workers spawned) until the last rows are written; "
         "\"end to end\" adds model load, the folder scan and the store set-up.",
     ]

@@ -21,7 +21,7 @@ def embed_command(
         None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. (default: the store's model, or 'default' for a new store)", show_default=False
     ),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes. (default: one per core, at most 8)", show_default=False),
+    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes; 0 decodes in this process. (default: one per core, at most 8 on CPU, 32 with a GPU)", show_default=False),
     device: str = DeviceOption,
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16."),
     json_out: bool = JsonOption,

