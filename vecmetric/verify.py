@@ -97,6 +97,7 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
         table = store.read_table(META_COLUMNS, parts=healthy)
         report.rows = table.num_rows
         _check_rows(store, table, report, repair, check_files)
+        healthy = [p for p in healthy if p.exists()]  # a repair may have emptied and removed parts
         _check_manifest(store, report, repair, healthy)
         if all(f.repaired for f in report.findings if f.kind == "damaged-part"):
             _check_index(store, report, repair)
@@ -153,10 +154,12 @@ def _check_rows(store, table, report: VerifyReport, repair: bool, check_files: b
     doomed: set[int] = set()
 
     seen_ids: set[int] = set()
+    shared_ids: set[int] = set()  # ids of several rows: deleting by such an id would take them all
     newest_by_path: dict[str, int] = {}
     for row_id, path in sorted(zip(ids, paths)):
         if row_id in seen_ids:
             report.add("duplicate-id", f"row id {row_id} appears more than once", False)
+            shared_ids.add(row_id)
         seen_ids.add(row_id)
         if path in newest_by_path:
             doomed.add(newest_by_path[path])
@@ -187,10 +190,12 @@ def _check_rows(store, table, report: VerifyReport, repair: bool, check_files: b
         if changed:
             report.add("changed-file", f"{changed} files changed since they were embedded: run 'vecmetric embed' on their folder", False)
     if repair and doomed:
+        unsafe = doomed & shared_ids
+        doomed -= unsafe
         store.delete_ids(doomed)
         for finding in report.findings:
             if finding.kind in ("duplicate-path", "missing-file"):
-                finding.repaired = True
+                finding.repaired = not unsafe
         report.rows -= len(doomed)
 
 
@@ -223,7 +228,9 @@ def _check_index(store, report: VerifyReport, repair: bool) -> None:
         index = HnswIndex.load(store.index_dir)
         if int(index.sidecar.get("dim", -1)) != store.dim:
             problem = f"the index has dimension {index.sidecar.get('dim')}, the store {store.dim}"
-        elif index.sidecar.get("model_fingerprint") != store.model["fingerprint"]:
+        elif index.sidecar.get("model_fingerprint") != store.model["fingerprint"] or index.sidecar.get("store_id") != store.manifest.get(
+            "store_id"
+        ):
             problem = "the index was built from another store's vectors"
         elif not index_is_current(store):
             problem = "the index is out of step with the store"

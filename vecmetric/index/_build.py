@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import IndexStateError
 from ..store import Store, StoreLock, embeddings_to_numpy
 from ._hnsw import SIDECAR_NAME, HnswIndex, IndexParams
 
-ADD_BATCH = 65536
+ADD_BATCH = 16384  # rows per add_items call; small, so little of the store read waits before the first add
 
 
 @dataclass
@@ -98,6 +98,7 @@ def build_index(
             or existing.sidecar.get("M") != params.m
             or existing.sidecar.get("ef_construction") != params.ef_construction
             or existing.sidecar.get("model_fingerprint") != store.model["fingerprint"]
+            or existing.sidecar.get("store_id") != store.manifest.get("store_id")
             or int(existing.sidecar.get("dim", -1)) != store.dim
         ):
             existing = None
@@ -116,16 +117,61 @@ def build_index(
             index.mark_deleted(gone_ids)
         if len(new_ids):
             flt = None if existing is None else pc.field("id").isin(new_ids)
-            for batch in store.iter_batches(["id", "embedding"], batch_size=ADD_BATCH, filter=flt):
+            batches = store.iter_batches(["id", "embedding"], batch_size=ADD_BATCH, filter=flt)
+            for batch in _read_ahead(batches):
                 index.add(embeddings_to_numpy(batch.column("embedding")), batch.column("id").to_numpy(), threads=threads)
                 notify("advance", {"n": batch.num_rows})
         index.save(
             store_snapshot=snapshot,
             model_fingerprint=store.model["fingerprint"],
+            store_id=store.manifest.get("store_id"),
             model_spec=store.model["spec"],
             deleted=int(index.index.get_current_count() - index.count),
         )
     return IndexResult(params.metric, index.count, int(len(new_ids)), int(len(gone_ids)), existing is None, time.perf_counter() - started)
+
+
+def _read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield from ``batches``, reading up to ``depth`` batches ahead in a thread.
+
+    Reading and decoding Parquet then overlaps hnswlib's ``add_items`` (which releases the
+    GIL), so an index build costs about what hnswlib alone does (benchmarks/index_bench.py).
+    Errors raised while reading are re-raised here.
+    """
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if stop.is_set():
+                    return
+                slots.put((item, None))
+            slots.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put((done, exc))
+
+    reader = threading.Thread(target=produce, name="vecmetric-index-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)
 
 
 def load_current_index(store: Store, progress=None) -> HnswIndex:
@@ -133,6 +179,9 @@ def load_current_index(store: Store, progress=None) -> HnswIndex:
     if not index_is_current(store):
         build_index(store, progress=progress)
     index = HnswIndex.load(store.index_dir)
-    if index.sidecar.get("model_fingerprint") != store.model["fingerprint"]:
+    if index.sidecar.get("model_fingerprint") != store.model["fingerprint"] or index.sidecar.get("store_id") != store.manifest.get("store_id"):
         raise IndexStateError("the index was built from another store's vectors", hint="run 'vecmetric index --rebuild'")
+    if index.sidecar.get("dim") != store.dim:
+        # Querying hnswlib with the wrong dimension returns wrong neighbours rather than failing.
+        raise IndexStateError(f"the index has dimension {index.sidecar.get('dim')}, the store {store.dim}", hint="run 'vecmetric index --rebuild'")
     return index

@@ -201,9 +201,13 @@ def embed_directory(
             nonlocal next_id, last_flush
             if not pending:
                 return
-            reuse = store_obj.vectors_for_hashes(h for _, h, v in pending if v is None)
+            # Taken out of ``pending`` before writing: a Ctrl-C that lands after the part is in
+            # place must not make the flush in the KeyboardInterrupt handler write these rows again.
+            items = list(pending)
+            pending.clear()
+            reuse = store_obj.vectors_for_hashes(h for _, h, v in items if v is None)
             rows_vectors, entries, hashes = [], [], []
-            for entry, digest, vector in pending:
+            for entry, digest, vector in items:
                 if vector is None:
                     vector = reuse.get(digest)
                     if vector is None:  # the row we meant to reuse vanished: embed again next run
@@ -232,7 +236,6 @@ def embed_directory(
                     }
                 )
                 store_obj.append(table)
-            pending.clear()
             last_flush = time.monotonic()
 
         todo = plan.todo

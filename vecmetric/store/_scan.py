@@ -69,7 +69,8 @@ def scan_folder(folder: str | os.PathLike) -> ScanResult:
             try:
                 path.encode("utf-8")
             except UnicodeEncodeError:
-                problems.append((path.encode("utf-8", "backslashreplace").decode(), "file name is not valid UTF-8"))
+                # Show the name's real bytes (\xe9), not Python's surrogate escapes (\udce9).
+                problems.append((os.fsencode(path).decode("utf-8", "backslashreplace"), "file name is not valid UTF-8"))
                 continue
             try:
                 if entry.is_dir():

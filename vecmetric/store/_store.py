@@ -290,7 +290,7 @@ def open_store(path: str | os.PathLike) -> Store:
         raise StoreError(f"no store at {path}", hint="create one with 'vecmetric embed FOLDER --store " + str(path) + "'")
     try:
         manifest = read_json(manifest_path)
-        if manifest.get("format") != STORE_FORMAT or "model" not in manifest:
+        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT or "model" not in manifest:
             raise ValueError("not a vecmetric store manifest")
         int(manifest["model"]["dim"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -337,6 +337,9 @@ def _new_manifest(model: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": STORE_FORMAT,
         "format_version": 1,
+        # Identifies this store (a copied folder keeps it), so an index copied from another store
+        # with the same model and overlapping row ids is never taken for this store's own.
+        "store_id": uuid.uuid4().hex,
         "model": model,
         "versions": _versions(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
