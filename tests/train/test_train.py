@@ -147,3 +147,29 @@ def test_bad_input_raises_one_train_error(tmp_path, classes, per_class, options,
         train(data, tmp_path / "run", fast_options(**options), RecordingReporter())
     assert info.value.exit_code == 7
     assert not (tmp_path / "run").exists()
+
+
+def test_a_worker_error_becomes_one_line():
+    from vecmetric.train.loop import _batches
+
+    def failing_loader():
+        yield "batch"
+        raise TrainError(
+            "Caught TrainError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in <module>\nvecmetric.errors.TrainError: cannot read a.png during training'
+        )
+
+    with pytest.raises(TrainError) as info:
+        list(_batches(failing_loader()))
+    assert str(info.value) == "cannot read a.png during training"
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_freeze_bn_keeps_batchnorm_statistics_and_train_bn_updates_them(tmp_path, freeze_bn):
+    data = make_class_folders(tmp_path / "data", classes=4)
+    train(data, tmp_path / "run", fast_options(freeze_bn=freeze_bn, val_classes="0"), RecordingReporter())
+    saved = load_file(tmp_path / "run" / "last" / "model.safetensors")
+    initial = load_encoder(TINY_MODEL, device="cpu").model.state_dict()
+    stats = [k for k in initial if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(saved[k], initial[k]) for k in stats) == freeze_bn
+    assert not torch.equal(saved["backbone.conv_stem.weight"], initial["backbone.conv_stem.weight"])

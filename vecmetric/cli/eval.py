@@ -25,6 +25,7 @@ def eval_command(
     store: Path = typer.Option(None, "--store", "-s", help="Evaluate the labelled rows of this store instead of embedding DATA_DIR.", show_default="none"),
     metric: str = typer.Option(None, "--metric", help="cosine, l2 or ip.", show_default="the model's (or the store's), else cosine"),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
+    image_size: int = typer.Option(None, "--image-size", help="Embed at this image size instead of the model's own.", show_default="the model's"),
     workers: int = typer.Option(None, "--workers", "-w", help="DataLoader worker processes decoding images.", show_default="CPUs - 1, at most 8"),
     device: str = DeviceOption,
     json_out: bool = JsonOption,
@@ -44,14 +45,21 @@ def eval_command(
         raise InputError("give DATA_DIR (one subfolder per class) or --store STORE")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {batch_size}")
-    with Progress(
+    if image_size is not None and image_size < 16:
+        raise InputError(f"--image-size must be at least 16, not {image_size}")
+    progress = Progress(
         TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr, transient=True
-    ) as progress:
-        task = progress.add_task("embed", total=None)
+    )
+    task = None
 
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # started lazily, so an early error prints no empty progress line
+            progress.start()
+            task = progress.add_task("embed", total=total)
+        progress.update(task, completed=done)
 
+    try:
         result = evaluate(
             data_dir,
             model,
@@ -60,9 +68,13 @@ def eval_command(
             batch_size=batch_size,
             device=device,
             workers=workers,
+            image_size=image_size,
             on_warning=warn,
             on_progress=on_progress,
         )
+    finally:
+        if task is not None:
+            progress.stop()
     if json_out:
         print_json(result)
         return

@@ -56,9 +56,10 @@ class RichReporter:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-")
 
-    def advance(self, loss: float) -> None:
+    def advance(self, loss: float | None) -> None:
         if self.task is not None:
-            self.progress.update(self.task, advance=1, loss=f"{loss:.4f}")
+            fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
+            self.progress.update(self.task, advance=1, **fields)
 
     def start_eval(self, images: int) -> None:
         self._ensure_started()
@@ -119,6 +120,7 @@ def train_command(
     head_lr: float = typer.Option(None, "--head-lr", help="Projection head learning rate.", show_default="10 x --lr"),
     warmup: float = typer.Option(0.05, "--warmup", help="Fraction of the steps with a linear learning-rate warm-up, followed by cosine decay."),
     freeze_backbone_epochs: int = typer.Option(0, "--freeze-backbone-epochs", help="Train only the head for this many first epochs (needs --embedding-dim)."),
+    freeze_bn: bool = typer.Option(True, "--freeze-bn/--train-bn", help="Keep BatchNorm layers on their pretrained running statistics (their scale and shift still train); --train-bn updates them from the small per-class batches."),
     image_size: int = typer.Option(None, "--image-size", help="Training and evaluation image size; smaller is faster. Saved with the model.", show_default="the encoder's"),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flips (turn off for text, digits, characters)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the class split, batches, augmentations and head."),
@@ -127,7 +129,7 @@ def train_command(
     devices: int = typer.Option(1, "--devices", help="Processes (GPUs) per node; above 1 trains with DDP."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for multi-node DDP."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 mixed precision on GPUs that have it, fp32 on CPU), fp32 or bf16."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with the same options; the result equals an uninterrupted run. [default: off]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with the same options; the result equals an uninterrupted run.", show_default="off"),
     json_out: bool = JsonOption,
 ) -> None:
     """Fine-tune an encoder with triplet loss so that images of a class are close together.
@@ -153,6 +155,7 @@ def train_command(
         head_lr=head_lr,
         warmup=warmup,
         freeze_backbone_epochs=freeze_backbone_epochs,
+        freeze_bn=freeze_bn,
         image_size=image_size,
         flip=flip,
         seed=seed,
@@ -166,6 +169,13 @@ def train_command(
     reporter = RichReporter()
     try:
         result = train(data_dir, out, options, reporter)
+    except KeyboardInterrupt:
+        reporter.close()
+        stderr.print(
+            f"[bold red]Interrupted:[/bold red] the last finished epoch is kept in {out}/last; "
+            "run the same command with --resume to continue."
+        )
+        raise typer.Exit(130) from None
     finally:
         reporter.close()
     before = next((row for row in result.history if row["epoch"] == 0), {})

@@ -29,6 +29,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, metric: str
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     trained = [row for row in history if row.get("loss") is not None and row.get("epoch", 0) > 0]
     validated = [row for row in history if row.get("mean_average_precision_at_r") is not None]
@@ -55,6 +56,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, metric: str
     right.grid(alpha=0.3)
     if validated:
         right.legend(loc="lower right", fontsize="small")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

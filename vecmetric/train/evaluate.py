@@ -51,6 +51,7 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     workers: int | None = None,
+    image_size: int | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def evaluate(
         store: a store whose rows carry labels.
         metric: ``cosine``, ``l2`` or ``ip``; default: the model's (or the store's), else cosine.
         batch_size, device, workers: embedding settings.
+        image_size: embed at this size instead of the model's own (e.g. the size a model was trained at).
         on_warning: receives one line per kind of skipped input.
         on_progress: called with (images done, total) while embedding.
 
@@ -94,13 +96,18 @@ def evaluate(
     from ..encoders import load_encoder
     from .options import default_workers
 
+    encoder = load_encoder(model, device=device)  # first: a wrong spec fails before a long scan
     images = scan_class_folders(Path(data_dir), min_images_per_class=1)
     for message in images.skip_messages():
         warn(message)
-    encoder = load_encoder(model, device=device)
     workers = default_workers() if workers is None else workers
+    preprocess = encoder.preprocess
+    if image_size:
+        from dataclasses import replace
+
+        preprocess = replace(preprocess, image_size=int(image_size))
     loader = torch.utils.data.DataLoader(
-        EvalImages(images.paths, images.labels, encoder.preprocess),
+        EvalImages(images.paths, images.labels, preprocess),
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=encoder.device.type == "cuda",

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import TrainError
 from .checkpoint import check_run_dir, save_last_state, write_metrics_csv, write_run
 from .data import EvalImages, LabelledImages, TrainImages, parse_val_classes, scan_class_folders, split_classes
-from .losses import active_triplet_fraction, build_loss, build_miner
+from .losses import active_triplet_counts, build_loss, build_miner
 from .metrics import retrieval_metrics
 from .options import TrainOptions, default_workers
 from .sampler import MPerClassBatchSampler, check_sampler_options
@@ -43,8 +43,8 @@ class Reporter:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         pass
 
-    def advance(self, loss: float) -> None:
-        pass
+    def advance(self, loss: float | None) -> None:
+        """One step done; ``loss`` is given every few steps (reading it syncs the device), else None."""
 
     def start_eval(self, images: int) -> None:
         pass
@@ -167,6 +167,24 @@ def embed_for_eval(net, loader, normalizer, inference_precision: str):
     return np.concatenate(chunks), np.concatenate(labels)
 
 
+def _batchnorm_eval(module) -> None:
+    """Keep BatchNorm layers on their pretrained running statistics (their scale and shift still train)."""
+    from torch import nn
+
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
+def _batches(loader):
+    """Iterate a DataLoader, turning a worker's TrainError (which arrives with its traceback text) into one line."""
+    try:
+        yield from loader
+    except TrainError as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise TrainError(lines[-1].split("TrainError: ", 1)[-1] if lines else "a DataLoader worker failed") from None
+
+
 def _identity(data_dir: Path, options: TrainOptions, train_set: LabelledImages, val_set: LabelledImages | None, image_size: int):
     args = options.to_dict()
     args.update(image_size=image_size, data_dir=str(data_dir.resolve()))
@@ -228,9 +246,10 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
     if options.head_lr is None:
         options.head_lr = 10 * options.lr
 
-    train_set, val_set = prepare_data(data_dir, options, reporter)
     device = resolve_device(options.device)
+    # The model first: a wrong spec fails before a long scan of the images.
     encoder = load_encoder(options.model, device="cpu", precision="fp32")
+    train_set, val_set = prepare_data(data_dir, options, reporter)
     image_size = options.image_size or encoder.preprocess.image_size
     preprocess = replace(encoder.preprocess, image_size=image_size)
     identity = _identity(data_dir, options, train_set, val_set, image_size)
@@ -242,9 +261,11 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
 
         # Frozen backbone epochs leave parameters without gradients, which DDP must be told about.
         strategy = DDPStrategy(find_unused_parameters=options.freeze_backbone_epochs > 0)
+    # --device cuda:N picks that GPU for a single-process run; --devices N uses the first N.
+    devices = [device.index] if device.index is not None and options.devices == 1 else options.devices
     fabric = Fabric(
         accelerator=device.type,
-        devices=options.devices,
+        devices=devices,
         num_nodes=options.num_nodes,
         precision=training_precision(device, options.precision),
         strategy=strategy,
@@ -333,12 +354,14 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
         net.backbone.requires_grad_(not frozen)
         model.train()
         net.backbone.train(not frozen)
+        if options.freeze_bn:
+            _batchnorm_eval(net.backbone)
         if is_main:
             reporter.start_epoch(epoch, options.epochs, steps_per_epoch)
         loss_sum = torch.zeros((), device=fabric.device)
         active = torch.zeros(2, device=fabric.device)
         started = time.perf_counter()
-        for images, labels in loader:
+        for images, labels in _batches(loader):
             labels = labels.to(fabric.device)
             embeddings = model(normalizer(images)).float()
             triplets = miner(embeddings, labels) if miner is not None else None
@@ -348,11 +371,14 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
             optimizer.step()
             scheduler.step()
             step += 1
-            count, total = active_triplet_fraction(embeddings, labels, triplets, loss_fn.distance, options.margin)
-            active += torch.tensor([count, total], device=fabric.device, dtype=active.dtype)
+            # Over every valid triplet of the batch, not just the mined ones: semi-hard mining keeps only
+            # margin violators, so the mined fraction would always be 1.
+            count, total = active_triplet_counts(embeddings, labels, None, loss_fn.distance, options.margin)
+            active += torch.stack([count, total])
             loss_sum += loss.detach()
             if is_main:
-                reporter.advance(float(loss.detach()))
+                # Reading the loss waits for the device: only every 10th step.
+                reporter.advance(float(loss.detach()) if step % 10 == 1 else None)
         seconds = time.perf_counter() - started
         loss_mean = fabric.all_reduce(loss_sum / steps_per_epoch, reduce_op="mean")
         active = fabric.all_reduce(active, reduce_op="sum")

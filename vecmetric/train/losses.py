@@ -71,7 +71,9 @@ def build_miner(name: str, metric: str, margin: float = DEFAULT_MARGIN):
 
 
 def active_triplet_fraction(embeddings, labels, triplets, distance, margin: float) -> tuple[int, int]:
-    """How many of the triplets have a non-zero loss, and how many there are.
+    """How many of the triplets violate the margin (have a non-zero loss), and how many there are.
+
+    Training logs this over every valid triplet of each batch: it falls as the embedding learns.
 
     Args:
         triplets: ``(anchors, positives, negatives)`` index tensors, or None for every valid triplet.
@@ -79,6 +81,12 @@ def active_triplet_fraction(embeddings, labels, triplets, distance, margin: floa
     Returns:
         ``(active, total)``.
     """
+    active, total = active_triplet_counts(embeddings, labels, triplets, distance, margin)
+    return int(active.item()), int(total.item())
+
+
+def active_triplet_counts(embeddings, labels, triplets, distance, margin: float):
+    """``active_triplet_fraction`` as two tensors on the embeddings' device (no host sync in the training loop)."""
     import torch
     from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
@@ -86,9 +94,10 @@ def active_triplet_fraction(embeddings, labels, triplets, distance, margin: floa
         if triplets is None:
             triplets = lmu.get_all_triplets_indices(labels)
         anchors, positives, negatives = triplets
+        total = torch.tensor(float(len(anchors)), device=embeddings.device)
         if len(anchors) == 0:
-            return 0, 0
+            return torch.zeros((), device=embeddings.device), total
         mat = distance(embeddings.detach().float())
         ap, an = mat[anchors, positives], mat[anchors, negatives]
         violation = (an - ap) if distance.is_inverted else (ap - an)
-        return int((violation + margin > 0).sum().item()), int(len(anchors))
+        return (violation + margin > 0).sum().float(), total
