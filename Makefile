@@ -28,6 +28,13 @@ demo: $(STAMP)
 	$(BIN)/vecmetric search examples/queries/*.png --store $(DEMO)/store --k 5
 	@echo "== 4. the same, as JSON for pipelines"
 	$(BIN)/vecmetric search examples/queries/Greek__character05_0398_20.png --store $(DEMO)/store --k 3 --json
+	@echo "== 5. fine-tune on two alphabets (train/), then score retrieval on three alphabets it never saw (test/)"
+	$(BIN)/vecmetric train examples/data/omniglot/train --out $(DEMO)/run --embedding-dim 128 --image-size 64 --epochs 3 --lr 3e-4 --no-flip
+	$(BIN)/vecmetric eval examples/data/omniglot/test --model default --image-size 64
+	$(BIN)/vecmetric eval examples/data/omniglot/test --model $(DEMO)/run
+	@echo "== 6. embed and search the unseen alphabets with the fine-tuned model"
+	$(BIN)/vecmetric embed examples/data/omniglot/test --model $(DEMO)/run --store $(DEMO)/store-finetuned
+	$(BIN)/vecmetric search examples/queries/*.png --store $(DEMO)/store-finetuned --k 5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
