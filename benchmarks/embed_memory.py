@@ -18,14 +18,11 @@ Target (issue 2): peak memory does not grow with the folder size.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from _common import REPO_ROOT, machine_info, machine_tag, make_photos, print_table, report, vecmetric_command
+from _common import REPO_ROOT, machine_info, machine_tag, make_photos, print_table, report
+from _memory import run_measured
 
 GROWTH_LIMIT = 0.10  # peak at the largest size over the smallest size, minus one
 
@@ -43,91 +40,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                kids += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return kids
-
-
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += _children(p)
-    return out
-
-
-def _kib(path: str, key: str) -> int:
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-class TreeSampler(threading.Thread):
-    """Samples PSS and RSS of a process tree until stopped; keeps the peaks (KiB)."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak_pss = self.peak_rss = self.max_procs = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            pids = _tree(self.pid)
-            pss = sum(_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
-            rss = sum(_kib(f"/proc/{p}/status", "VmRSS:") for p in pids)
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
-            self.max_procs = max(self.max_procs, len(pids))
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
 def measure(folder: Path, store: Path, args) -> dict:
-    cmd = [*vecmetric_command(), "embed", str(folder), "--store", str(store), "--model", args.model, "--device", args.device]
+    cmd = ["embed", str(folder), "--store", str(store), "--model", args.model, "--device", args.device]
     cmd += ["--batch-size", str(args.batch_size), "--quiet", "--json"]
     if args.workers is not None:
         cmd += ["--workers", str(args.workers)]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO_ROOT)
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        sampler.stop()
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code
-        if code != 0:
-            err.seek(0)
-            raise SystemExit(f"embed failed ({code}): {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
-        out.seek(0)
-        import json
-
-        summary = json.loads(out.read().decode().strip().splitlines()[-1])
+    result = run_measured(cmd, REPO_ROOT)
     return {
-        "embedded": summary["embedded"],
-        "seconds": elapsed,
-        "main_peak_mb": usage.ru_maxrss / 1024,
-        "tree_pss_mb": sampler.peak_pss / 1024,
-        "tree_rss_mb": sampler.peak_rss / 1024,
-        "procs": sampler.max_procs,
+        "embedded": result["summary"]["embedded"],
+        "seconds": result["seconds"],
+        "main_peak_mb": result["main_peak_mb"],
+        "tree_pss_mb": result["tree_pss_mb"],
+        "tree_rss_mb": result["tree_rss_mb"],
+        "procs": result["procs"],
     }
 
 

@@ -24,17 +24,15 @@ CPU); ``--model timm:test_efficientnet@random`` measures the model at its own si
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, machine_info, print_table, report, vecmetric_command
+from _common import REPO_ROOT, machine_info, print_table, report
+from _memory import run_measured
 
 SECTION = "Scale"
 GROWTH_LIMIT = 0.10  # embed peak at the most files over the fewest, minus one
@@ -58,100 +56,6 @@ def parse_args(argv=None):
         args.files, args.vectors = "1000,3000,10000", 100_000
     args.sizes = sorted(int(s) for s in args.files.split(",") if s.strip()) if args.files else []
     return args
-
-
-# --- sampling a process tree --------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                kids += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return kids
-
-
-def _status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":", 1)
-                    out[key] = int(value.split()[0])
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-class TreeSampler(threading.Thread):
-    """Samples VmRSS and VmHWM of a process and its descendants until stopped (KiB)."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak_tree_rss = 0  # the largest sum of VmRSS over the tree at one moment
-        self.hwm: dict[int, int] = {}  # each process's own high-water mark, last seen
-        self.max_procs = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            pids, todo = [], [self.pid]
-            while todo:
-                p = todo.pop()
-                pids.append(p)
-                todo += _children(p)
-            total = 0
-            for p in pids:
-                st = _status_kib(p)
-                total += st.get("VmRSS", 0)
-                if "VmHWM" in st:
-                    self.hwm[p] = max(self.hwm.get(p, 0), st["VmHWM"])
-            self.peak_tree_rss = max(self.peak_tree_rss, total)
-            self.max_procs = max(self.max_procs, len(pids))
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def run_measured(args: list[str], cwd: Path) -> dict:
-    """Run ``vecmetric ARGS``; wall time, the main process's peak RSS, the tree's peak and the last JSON line."""
-    cmd = [*vecmetric_command(), *args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, env=env)
-        sampler = TreeSampler(proc.pid)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        sampler.stop()
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if code != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({code}):\n{stderr[-3000:]}")
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    main_peak_kib = max(usage.ru_maxrss, sampler.hwm.get(proc.pid, 0))
-    workers = [v for p, v in sampler.hwm.items() if p != proc.pid]
-    return {
-        "seconds": seconds,
-        "main_peak_mb": main_peak_kib / 1024,
-        "worker_peak_mb": max(workers) / 1024 if workers else 0.0,
-        "tree_peak_mb": sampler.peak_tree_rss / 1024,
-        "procs": sampler.max_procs,
-        "summary": json.loads(lines[-1]) if lines else {},
-    }
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -318,8 +222,8 @@ def main(argv=None) -> None:
                 s = r["summary"]
                 assert s.get("embedded") == n and s.get("rows") == n, s
                 results.append((n, r))
-                rows.append([n, r["seconds"], n / r["seconds"], r["main_peak_mb"], r["worker_peak_mb"], r["tree_peak_mb"], r["procs"]])
-                print(f"embed {n}: {r['seconds']:.1f} s, main peak {r['main_peak_mb']:.0f} MB, tree peak {r['tree_peak_mb']:.0f} MB", flush=True)
+                rows.append([n, r["seconds"], n / r["seconds"], r["main_peak_mb"], r["worker_peak_mb"], r["tree_rss_mb"], r["procs"]])
+                print(f"embed {n}: {r['seconds']:.1f} s, main peak {r['main_peak_mb']:.0f} MB, tree peak {r['tree_rss_mb']:.0f} MB", flush=True)
                 shutil.rmtree(store, ignore_errors=True)
             table = print_table(
                 f"`vecmetric embed` of generated 32x32 PNGs ({model_name}, batch {args.batch_size})",
@@ -328,7 +232,7 @@ def main(argv=None) -> None:
             )
             (n0, r0), (n1, r1) = results[0], results[-1]
             growth_main = r1["main_peak_mb"] / r0["main_peak_mb"] - 1
-            growth_tree = r1["tree_peak_mb"] / r0["tree_peak_mb"] - 1
+            growth_tree = r1["tree_rss_mb"] / r0["tree_rss_mb"] - 1
             flat = max(growth_main, growth_tree) <= GROWTH_LIMIT
             notes = [
                 f"Generating the {max(args.sizes):,} PNGs took {gen_seconds:.1f} s (not counted above; 0 s when they were already there).",

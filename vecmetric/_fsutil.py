@@ -30,7 +30,8 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f"_tmp-p{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}.partial")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,7 +52,7 @@ def is_dead_temporary(path: Path) -> bool:
     tag = name[len("_tmp-") :].split("-", 1)[0]
     if tag.startswith("p") and tag[1:].isdigit():
         pid = int(tag[1:])
-        return pid != os.getpid() and not _pid_alive(pid)
+        return pid != os.getpid() and not pid_alive(pid)
     return True
 
 

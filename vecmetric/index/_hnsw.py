@@ -12,7 +12,6 @@ hnswlib labels are the store's row ids.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -143,8 +142,6 @@ class HnswIndex:
 
     def save(self, **sidecar_updates: Any) -> None:
         """Write new files under a fresh generation, commit by replacing the sidecar, then tidy."""
-        import numpy as np
-
         self.folder.mkdir(parents=True, exist_ok=True)
         gen = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
         atomic_write(self.folder / f"hnsw-{gen}.bin", lambda tmp: self.index.save_index(str(tmp)))

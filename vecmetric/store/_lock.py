@@ -8,19 +8,10 @@ import socket
 import time
 from pathlib import Path
 
+from .._fsutil import pid_alive
 from ..errors import StoreError, StoreLockedError
 
 LOCK_NAME = "_lock"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StoreLock:
@@ -75,7 +66,7 @@ class StoreLock:
         if owner is None:
             return True
         pid = owner.get("pid")
-        return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+        return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid)
 
     def _read_owner(self) -> dict | None:
         try:
