@@ -226,3 +226,12 @@ def run_vecmetric():
         )
 
     return run
+
+
+@pytest.fixture
+def other_process():
+    """A live process that is not vecmetric (its pid makes a lock look held)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()

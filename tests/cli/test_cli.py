@@ -231,14 +231,6 @@ def assert_clean_error(result, code: int, text: str) -> None:
     assert result.stdout == ""
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def test_input_errors_exit_3(runner, tmp_path, tiny_model, embedded):
     long_missing = tmp_path / ("a-rather-long-folder-name-" * 4) / "photos"
     assert_clean_error(runner.invoke(app, ["embed", str(long_missing), "--model", tiny_model]), 3, f"folder {long_missing} does not exist")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _reliability import assert_same_store, copy_store, embed_args, embed_in_process, make_gallery, rows_by_path
+from _reliability import one_error_line, assert_same_store, copy_store, embed_args, embed_in_process, make_gallery, rows_by_path
 from vecmetric.errors import IndexStateError, ManifestError, StoreError
 from vecmetric.index import build_index, search_store
 from vecmetric.store import open_store
@@ -17,15 +17,6 @@ from vecmetric.verify import verify_store
 
 def kinds(report) -> list[str]:
     return sorted(f.kind for f in report.findings)
-
-
-def one_error_line(done, code: int, *needles: str) -> str:
-    assert done.code == code, f"exit {done.code}\n{done.err}"
-    lines = done.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in done.err, done.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _reliability import embed_args
+from _reliability import one_error_line, embed_args
 
 
 class Payload:
@@ -33,15 +33,6 @@ def checkpoint(model32, tmp_path) -> Path:
     folder = tmp_path / "checkpoint"
     shutil.copytree(model32, folder)
     return folder
-
-
-def one_error_line(done, code: int, *needles: str) -> str:
-    assert done.code == code, f"exit {done.code}\n{done.err}"
-    lines = done.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in done.err, done.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", ["model.pt", "weights.pth", "pytorch_model.bin", "last.ckpt", "sub/state.pkl", "x.pickle"])

@@ -318,14 +318,6 @@ def test_folder_that_is_not_a_store(tmp_path, image_folder, tiny_model):
 # --- locks ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def write_lock(store_path: Path, pid: int) -> None:
     import socket
 
