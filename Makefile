@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/index_bench.py
 	$(BIN)/python benchmarks/cli_latency.py
 	$(BIN)/python benchmarks/embed_memory.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -6,9 +6,11 @@ run alternately, so a busy machine slows them alike):
 - ``vecmetric --help`` (target < 0.3 s): the CLI must not import torch to print help;
 - ``vecmetric search q.jpg --json`` on a small store whose index is current;
 - the unavoidable cost: a Python process that imports torch and timm, loads the same model
-  with ``load_encoder`` and embeds the one query image, and nothing else.
+  with ``load_encoder`` and embeds the one query image, and nothing else; timed twice, with
+  Python's ordinary exit (which spends about a second tearing torch down) and ending in
+  ``os._exit`` like the ``vecmetric`` CLI does (after its atexit handlers), the strict baseline.
 
-Target (issue 2): search - unavoidable < 0.3 s.
+Target (issue 2): search - unavoidable < 0.3 s, against the strict baseline.
 
     python benchmarks/cli_latency.py
     python benchmarks/cli_latency.py --device cuda --runs 7
@@ -35,6 +37,36 @@ from vecmetric.encoders import load_encoder
 from vecmetric.images import load_image_tensor
 encoder = load_encoder(sys.argv[1], device=sys.argv[2])
 encoder.embed_tensors(load_image_tensor(sys.argv[3], encoder.preprocess)[None])
+"""
+UNAVOIDABLE_FAST_EXIT = UNAVOIDABLE + "import os; os._exit(0)\n"
+BASE = "unavoidable: import torch+timm, load_encoder, embed 1 image"
+BASE_FAST = "unavoidable, ending in os._exit (no interpreter teardown)"
+SEARCH = "vecmetric search q.jpg --json"
+
+# In one fresh process: the unavoidable part first, then each step search adds, timed apart.
+PHASES = """
+import json, sys, time
+import numpy as np, torch, timm
+from vecmetric.encoders import load_encoder
+from vecmetric.images import load_image_tensor
+encoder = load_encoder(sys.argv[1], device=sys.argv[2])
+vector = encoder.embed_tensors(load_image_tensor(sys.argv[3], encoder.preprocess)[None])
+out, t = {}, time.perf_counter()
+def mark(name):
+    global t
+    now = time.perf_counter(); out[name] = now - t; t = now
+import vecmetric.cli._app; mark("import the CLI (typer, all commands)")
+from vecmetric.index._build import load_current_index
+from vecmetric.index._search import _rows_by_id
+from vecmetric.store import open_store
+mark("import store and index code (hnswlib, pyarrow)")
+store = open_store(sys.argv[4]); encoder.fingerprint == store.model["fingerprint"]; mark("open the store, check the model")
+index = load_current_index(store); mark("check and load the index")
+labels, distances = index.query(vector, 5); mark("query the index")
+rows = _rows_by_id(store, np.unique(labels)); mark("read the hits' paths and labels (Parquet)")
+for rank, i in enumerate(labels[0]): json.dumps({"rank": rank, "path": rows[int(i)][0]})
+mark("format the results")
+print(json.dumps(out))
 """
 
 
@@ -77,6 +109,18 @@ def timed(commands: dict[str, list[str]], runs: int, warmup: int) -> tuple[dict[
             cpu[name].append(c)
             print(f"run      {w:6.2f} s  {name}", file=sys.stderr, flush=True)
     return times, cpu
+
+
+def phase_times(cmd: list[str], runs: int) -> dict[str, float]:
+    """Median seconds of each step ``search`` adds, measured inside fresh processes (``PHASES``)."""
+    import json
+
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+        for name, seconds in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            samples.setdefault(name, []).append(seconds)
+    return {name: median(values) for name, values in samples.items()}
 
 
 def import_self_times(cmd: list[str]) -> dict[str, float]:
@@ -123,22 +167,24 @@ def main(argv=None) -> None:
         commands = {
             "vecmetric --help": [*cli, "--help"],
             "python -c 'import torch, timm'": [sys.executable, "-c", "import torch, timm"],
-            "unavoidable: import torch+timm, load_encoder, embed 1 image": [sys.executable, "-c", UNAVOIDABLE, args.model, args.device, str(query)],
-            "vecmetric search q.jpg --json": [*cli, "search", str(query), "--store", str(store), "--json", "--k", "5", "--device", args.device],
+            BASE: [sys.executable, "-c", UNAVOIDABLE, args.model, args.device, str(query)],
+            BASE_FAST: [sys.executable, "-c", UNAVOIDABLE_FAST_EXIT, args.model, args.device, str(query)],
+            SEARCH: [*cli, "search", str(query), "--store", str(store), "--json", "--k", "5", "--device", args.device],
         }
         times, cpu = timed(commands, args.runs, args.warmup)
+        phases = phase_times([sys.executable, "-c", PHASES, args.model, args.device, str(query), str(store)], args.runs)
 
-        extra = extra_imports(commands["vecmetric search q.jpg --json"], commands["unavoidable: import torch+timm, load_encoder, embed 1 image"])
+        extra = extra_imports(commands[SEARCH], commands[BASE])
 
     med = {name: median(t) for name, t in times.items()}
     help_s = med["vecmetric --help"]
-    base_s = med["unavoidable: import torch+timm, load_encoder, embed 1 image"]
-    search_s = med["vecmetric search q.jpg --json"]
-    added = search_s - base_s
+    base_s, strict_s, search_s = med[BASE], med[BASE_FAST], med[SEARCH]
+    added = search_s - strict_s
+    added_min = min(times[SEARCH]) - min(times[BASE_FAST])
     cpu_med = {name: median(t) for name, t in cpu.items()}
-    cpu_added = cpu_med["vecmetric search q.jpg --json"] - cpu_med["unavoidable: import torch+timm, load_encoder, embed 1 image"]
+    cpu_added = cpu_med[SEARCH] - cpu_med[BASE_FAST]
     rows = [[name, med[name], min(t), max(t), cpu_med[name]] for name, t in times.items()]
-    rows.append(["search - unavoidable (added by vecmetric)", added, "", "", cpu_added])
+    rows.append(["search - strict unavoidable (added by vecmetric)", added, added_min, "", cpu_added])
     table = print_table(
         f"seconds (median of {args.runs} fresh processes each)", ["command", "wall median", "wall min", "wall max", "CPU (user+sys) median"], rows
     )
@@ -148,16 +194,27 @@ def main(argv=None) -> None:
         ["package", "import s", "modules"],
         [[pkg, round(sec, 3), n] for pkg, sec, n in top] + [["all extra", round(sum(r[1] for r in extra), 3), sum(r[2] for r in extra)]],
     )
+    phase_total = sum(phases.values())
+    phase_table = print_table(
+        f"what search does beyond the unavoidable, step by step inside one fresh process (median of {args.runs})",
+        ["step", "seconds"],
+        [[name, round(sec, 4)] for name, sec in phases.items()] + [["all steps", round(phase_total, 4)]],
+    )
     verdicts = [
         f"`vecmetric --help`: **{help_s:.3f} s** (target < {HELP_TARGET} s: {'met' if help_s < HELP_TARGET else 'missed'}).",
-        f"`search` adds **{added:.3f} s** to the unavoidable {base_s:.3f} s "
-        f"(target < {SEARCH_TARGET} s: {'met' if added < SEARCH_TARGET else 'missed'}); in CPU time it adds {cpu_added:.3f} s.",
+        f"`search` adds **{added:.3f} s** (medians; {added_min:.3f} s min against min) to the strict unavoidable "
+        f"{strict_s:.3f} s (target < {SEARCH_TARGET} s: {'met' if added < SEARCH_TARGET else 'missed'}); in CPU time it adds "
+        f"{cpu_added:.3f} s. Against an ordinary Python script ({base_s:.3f} s, which tears the interpreter down on exit) "
+        f"search is {base_s - search_s:+.3f} s faster.",
+        f"Inside one process, the steps search adds to the unavoidable work take **{phase_total:.3f} s** "
+        f"(target < {SEARCH_TARGET} s: {'met' if phase_total < SEARCH_TARGET else 'missed'}); this figure is immune to the "
+        "second-scale noise between fresh processes on a shared machine.",
         f"Store: {args.images} JPEGs of 640x480 embedded with `{args.model}`, index current (built before timing); "
         f"device `{args.device}`; CLI run as `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cli))}`.",
     ]
     report(
         f"CLI latency ({machine_tag(args.device)})",
-        [table, extra_table, "\n".join(f"- {v}" for v in verdicts)],
+        [table, phase_table, extra_table, "\n".join(f"- {v}" for v in verdicts)],
         info,
         write=not args.no_write,
     )

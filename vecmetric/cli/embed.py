@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._common import escape, AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
 from ._progress import progress_bar
 
 MAX_LISTED_SKIPS = 10
@@ -21,9 +20,12 @@ def embed_command(
         None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. (default: the store's model, or 'default' for a new store)", show_default=False
     ),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes; 0 decodes in this process. (default: one per core, at most 8 on CPU, 32 with a GPU)", show_default=False),
+    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes; 0 decodes in this process. (default: one per core, at most 8 on CPU, 32 with a GPU; half the cores when the GPU decodes JPEGs)", show_default=False),
     device: str = DeviceOption,
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16."),
+    decode: str = typer.Option(
+        "auto", "--decode", help="Where JPEGs are decoded: auto (the GPU when the model runs on CUDA), cpu (the workers) or device (the model's device)."
+    ),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     allow_pickle_files: bool = AllowPickleOption,
@@ -47,6 +49,7 @@ def embed_command(
             workers=workers,
             progress=progress,
             allow_pickle_files=allow_pickle_files,
+            decode=decode,
         )
     if json_out:
         print_json(result.to_dict())

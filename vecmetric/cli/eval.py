@@ -48,7 +48,7 @@ def eval_command(
     if image_size is not None and image_size < 16:
         raise InputError(f"--image-size must be at least 16, not {image_size}")
     progress = Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr, transient=True
+        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr.get(), transient=True
     )
     task = None
 

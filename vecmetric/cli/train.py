@@ -33,7 +33,7 @@ class RichReporter:
             TextColumn("loss {task.fields[loss]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=stderr,
+            console=stderr.get(),
             transient=True,
         )
         self.task = None

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from ._common import JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._common import escape, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
 
 PROBLEMS_REMAIN = 9
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from .._fsutil import remove_dead_temporaries
 from ..errors import InputError
 from ..images import ImageDecodeError, decode_and_preprocess
+from ._device_decode import DeviceJpegDecoder, device_decodable, device_decode_available
 from ._lock import StoreLock
 from ._scan import FileEntry, scan_folder
 from ._store import MANIFEST_NAME, Store, create_store, numpy_to_embeddings, open_store
@@ -57,12 +58,15 @@ class _DecodeDataset:
     """Reads, hashes and decodes files in DataLoader workers.
 
     A file whose content hash the store already holds is not decoded: its vector is reused.
+    With ``device_jpeg``, a JPEG the device decoder can take is passed on as its raw bytes
+    (a 1-D uint8 tensor) for the main process to decode on the GPU.
     """
 
-    def __init__(self, files: list[FileEntry], preprocess, known_hashes: frozenset[str]):
+    def __init__(self, files: list[FileEntry], preprocess, known_hashes: frozenset[str], device_jpeg: bool = False):
         self.files = files
         self.preprocess = preprocess
         self.known_hashes = known_hashes
+        self.device_jpeg = device_jpeg
 
     def __len__(self) -> int:
         return len(self.files)
@@ -77,6 +81,10 @@ class _DecodeDataset:
         digest = content_hash(data)
         if digest in self.known_hashes:
             return i, digest, None, None
+        if self.device_jpeg and device_decodable(data):
+            import torch
+
+            return i, digest, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
         try:
             return i, digest, decode_and_preprocess(data, self.preprocess), None
         except ImageDecodeError as exc:
@@ -84,11 +92,90 @@ class _DecodeDataset:
 
 
 def _collate(items):
+    """(meta, pixels, jpegs): meta holds (index, hash, kind, error) per item, kind being
+    "pixels" (a row of ``pixels``), "jpeg" (bytes to decode, a slice of ``jpegs``) or None.
+
+    ``jpegs`` is (buffer, sizes): every JPEG of the batch in one tensor, because each tensor
+    a worker hands over costs a shared-memory file and a file descriptor.
+    """
     import torch
 
-    tensors = [t for _, _, t, _ in items if t is not None]
-    batch = torch.stack(tensors) if tensors else None
-    return [(i, h, t is not None, err) for i, h, t, err in items], batch
+    meta, pixels, blobs = [], [], []
+    for i, digest, payload, err in items:
+        kind = None
+        if payload is not None:
+            kind = "jpeg" if payload.dim() == 1 else "pixels"
+            (blobs if kind == "jpeg" else pixels).append(payload)
+        meta.append((i, digest, kind, err))
+    jpegs = (torch.cat(blobs), [len(b) for b in blobs]) if blobs else None
+    return meta, torch.stack(pixels) if pixels else None, jpegs
+
+
+def _assemble(meta, pixels, jpegs, decoder, device):
+    """One uint8 batch in ``meta`` order, decoding the JPEG bytes on the device.
+
+    Returns (meta, batch): meta as (index, hash, decoded, error); batch None when nothing decoded.
+    """
+    import torch
+
+    if jpegs is None:
+        return [(i, h, kind is not None, err) for i, h, kind, err in meta], pixels
+    buffer, sizes = jpegs
+    decoded = iter(decoder.decode(list(buffer.split(sizes))))
+    cpu_rows = iter(range(len(pixels) if pixels is not None else 0))
+    rows, out_meta = [], []
+    for i, digest, kind, err in meta:
+        if kind == "jpeg":
+            image = next(decoded)
+            if isinstance(image, Exception):
+                kind, err = None, str(image)
+            else:
+                rows.append(image)
+        elif kind == "pixels":
+            rows.append(pixels[next(cpu_rows)].to(device, non_blocking=True))
+        out_meta.append((i, digest, kind is not None, err))
+    return out_meta, torch.stack(rows) if rows else None
+
+
+def _in_background(iterable, depth: int = 3):
+    """Iterate ``iterable`` in a thread, ``depth`` items ahead, so device decoding overlaps the model."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterable:
+                if not put((item, None)):
+                    return  # the consumer stopped; returning drops the loader and its workers
+            put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((done, exc))
+
+    thread = threading.Thread(target=produce, name="vecmetric-device-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _batches(loader):
@@ -104,14 +191,18 @@ def _batches(loader):
         ) from None
 
 
-def _default_workers(device=None) -> int:
+def _default_workers(device=None, device_decode: bool = False) -> int:
     """Decoding processes: one per core, at most 8 on CPU (the model needs the cores too);
     every core (at most 32) with a GPU, where the model barely uses the CPU and decoding is the bottleneck
-    (benchmarks/RESULTS.md: on a 16-core H200 box 16 workers embedded 2.3x faster than 8)."""
+    (benchmarks/RESULTS.md: on a 16-core H200 box 16 workers embedded 2.3x faster than 8);
+    half the cores when the GPU decodes JPEGs, as the workers then only read and hash files and
+    the process feeding nvJPEG needs CPU time of its own (8 workers beat 16 by 28% on that box)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 2
+    if device_decode:
+        return max(2, min(16, cores // 2))
     if device is not None and getattr(device, "type", "cpu") != "cpu":
         return max(1, min(32, cores))
     return max(1, min(8, cores))
@@ -140,6 +231,7 @@ def embed_directory(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
     flush_rows: int | None = None,
     allow_pickle_files: bool = False,
+    decode: str = "auto",
 ) -> EmbedResult:
     """Embed every image under ``folder`` into ``store``, incrementally.
 
@@ -160,12 +252,15 @@ def embed_directory(
         progress: called as ``progress(event, data)`` with events ``start`` (total) and ``advance`` (n).
         flush_rows: rows per written batch (default: ``$VECMETRIC_FLUSH_ROWS``, else 4096).
         allow_pickle_files: accept a checkpoint folder that also holds pickle files (never read).
+        decode: where JPEGs are decoded: ``cpu`` (the workers, with Pillow), ``device`` (the
+            encoder's device, with torchvision; other formats still on the CPU) or ``auto``
+            (``device`` on CUDA when torchvision has nvJPEG there, else ``cpu``).
 
     Returns:
         An ``EmbedResult``.
 
     Raises:
-        InputError: ``folder`` is missing or holds no images.
+        InputError: ``folder`` is missing or holds no images; ``decode`` is not auto, cpu or device.
         StoreMismatchError: the store was made by another model.
         StoreLockedError: another process is writing the store.
     """
@@ -175,6 +270,8 @@ def embed_directory(
 
     notify = progress or (lambda event, data: None)
     started = time.perf_counter()
+    if decode not in ("auto", "cpu", "device"):
+        raise InputError(f"--decode must be auto, cpu or device, not {decode!r}")
     if flush_rows is None:
         flush_rows = max(1, int(os.environ.get(FLUSH_ROWS_ENV) or FLUSH_ROWS))
     scan = scan_folder(folder)
@@ -241,8 +338,9 @@ def embed_directory(
         todo = plan.todo
         if todo:
             notify("start", {"total": len(todo), "unchanged": plan.unchanged})
-            dataset = _DecodeDataset(todo, encoder.preprocess, frozenset(plan.known_hashes))
-            n_workers = _default_workers(encoder.device) if workers is None else workers
+            decoder = _device_decoder(encoder, decode)
+            dataset = _DecodeDataset(todo, encoder.preprocess, frozenset(plan.known_hashes), device_jpeg=decoder is not None)
+            n_workers = _default_workers(encoder.device, decoder is not None) if workers is None else workers
             loader = torch.utils.data.DataLoader(
                 dataset,
                 batch_size=batch_size,
@@ -251,13 +349,17 @@ def embed_directory(
                 collate_fn=_collate,
                 prefetch_factor=4 if n_workers else None,
                 persistent_workers=False,
-                pin_memory=encoder.device.type == "cuda",
+                # Pinning helps the pixel batches of CPU decoding; JPEG bytes go to nvJPEG from any memory.
+                pin_memory=encoder.device.type == "cuda" and decoder is None,
                 # A worker that cannot hand a batch over (e.g. /dev/shm full) would otherwise
                 # leave this process waiting forever.
                 timeout=WORKER_TIMEOUT if n_workers else 0,
             )
+            batches = (_assemble(*item, decoder, encoder.device) for item in _batches(loader))
+            if decoder is not None:
+                batches = _in_background(batches)
             try:
-                for meta, batch in _batches(loader):
+                for meta, batch in batches:
                     vectors = encoder.embed_tensors(batch) if batch is not None else None
                     row = 0
                     for i, digest, decoded, error in meta:
@@ -287,6 +389,19 @@ def embed_directory(
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _device_decoder(encoder, decode: str):
+    """The device JPEG decoder ``decode`` asks for, or None to decode on the CPU."""
+    if decode == "cpu" or (decode == "auto" and encoder.device.type != "cuda"):
+        return None
+    if not device_decode_available(encoder.device):
+        if decode == "device":
+            raise InputError(
+                f"torchvision cannot decode JPEGs on {encoder.device} here", hint="use --decode cpu (or auto, which falls back by itself)"
+            )
+        return None
+    return DeviceJpegDecoder(encoder.device, encoder.preprocess)
 
 
 @dataclass

@@ -86,18 +86,32 @@ def active_triplet_fraction(embeddings, labels, triplets, distance, margin: floa
 
 
 def active_triplet_counts(embeddings, labels, triplets, distance, margin: float):
-    """``active_triplet_fraction`` as two tensors on the embeddings' device (no host sync in the training loop)."""
+    """``active_triplet_fraction`` as two tensors on the embeddings' device.
+
+    With ``triplets`` None every valid (anchor, positive, negative) of the batch counts; they are
+    counted with masks rather than listed, so the training loop never waits for the device here.
+    """
     import torch
-    from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
     with torch.no_grad():
-        if triplets is None:
-            triplets = lmu.get_all_triplets_indices(labels)
-        anchors, positives, negatives = triplets
-        total = torch.tensor(float(len(anchors)), device=embeddings.device)
-        if len(anchors) == 0:
-            return torch.zeros((), device=embeddings.device), total
         mat = distance(embeddings.detach().float())
-        ap, an = mat[anchors, positives], mat[anchors, negatives]
-        violation = (an - ap) if distance.is_inverted else (ap - an)
-        return (violation + margin > 0).sum().float(), total
+        if triplets is not None:
+            anchors, positives, negatives = triplets
+            ap, an = mat[anchors, positives], mat[anchors, negatives]
+            violation = (an - ap) if distance.is_inverted else (ap - an)
+            return (violation + margin > 0).sum().float(), torch.tensor(float(len(anchors)), device=embeddings.device)
+        n = len(labels)
+        same = labels[:, None] == labels[None, :]
+        positive = same & ~torch.eye(n, dtype=torch.bool, device=labels.device)
+        negative = ~same
+        count = torch.zeros((), device=embeddings.device)
+        total = torch.zeros((), device=embeddings.device)
+        chunk = max(1, (1 << 24) // max(1, n * n))  # anchors per step: at most 16M (a, p, n) cells
+        for start in range(0, n, chunk):
+            d = mat[start : start + chunk]
+            valid = positive[start : start + chunk, :, None] & negative[start : start + chunk, None, :]
+            # Cell [a, p, n]: d[a, p] broadcast along n, d[a, n] along p.
+            violation = (d[:, None, :] - d[:, :, None]) if distance.is_inverted else (d[:, :, None] - d[:, None, :])
+            count += ((violation + margin > 0) & valid).sum()
+            total += valid.sum()
+        return count, total

@@ -1,0 +1,130 @@
+"""JPEG decoding on the encoder's device (nvJPEG on CUDA), for ``embed_directory``.
+
+On a GPU the model embeds thousands of images a second, far more than CPU workers can
+decode. So the workers only read and hash files and check the JPEG header
+(``device_decodable``); the main process decodes whole batches with
+``torchvision.io.decode_jpeg`` on the GPU (A100 and newer use their hardware JPEG engines),
+then resizes and crops there with the same geometry as ``images.resize_and_crop``.
+Everything else (PNG, progressive or CMYK JPEGs, odd shapes) is still decoded by the workers.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+from ..images import MAX_PIXELS, ImageDecodeError, decode_and_preprocess
+
+MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which trims them before resizing
+JPEG_END = b"\xff\xd9"
+
+
+def device_decodable(data: bytes) -> bool:
+    """Whether the device decoder can take these bytes: a complete baseline RGB/greyscale JPEG.
+
+    A file without its end marker is left to Pillow, which reports truncation; nvJPEG may
+    silently fill the missing part.
+    """
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != JPEG_END:
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            return (
+                img.format == "JPEG"
+                and img.mode in ("RGB", "L")
+                and not img.info.get("progressive")
+                and not img.info.get("progression")
+                and 16 <= min(width, height)
+                and width * height <= MAX_PIXELS
+                and max(width, height) <= MAX_DEVICE_ASPECT * min(width, height)
+            )
+    except Exception:  # noqa: BLE001 - anything odd goes to the CPU path, which reports it
+        return False
+
+
+def device_decode_available(device) -> bool:
+    """Whether ``torchvision.io.decode_jpeg`` decodes on ``device`` here (nvJPEG built in, driver OK)."""
+    try:
+        import torch
+
+        blob = torch.frombuffer(bytearray(_tiny_jpeg()), dtype=torch.uint8)
+        return tuple(_decode_jpegs([blob], device)[0].shape) == (3, 16, 16)
+    except Exception:  # noqa: BLE001 - any failure means: decode on the CPU
+        return False
+
+
+def _decode_jpegs(blobs: list, device) -> list:
+    """``torchvision.io.decode_jpeg`` on a list of blobs, to RGB on ``device``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; they still work,
+        # and torchvision is already a dependency (timm and open_clip need it).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device)
+
+
+def _tiny_jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (120, 30, 200)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+class DeviceJpegDecoder:
+    """Decodes batches of JPEG bytes to uint8 (N, 3, S, S) tensors on ``device``."""
+
+    def __init__(self, device, preprocess):
+        self.device = device
+        self.preprocess = preprocess
+
+    def decode(self, blobs: list) -> list[Any]:
+        """Decode and preprocess each blob (a 1-D uint8 CPU tensor of JPEG bytes).
+
+        Returns:
+            Per blob, a uint8 (3, S, S) tensor on the device, or an ``ImageDecodeError``.
+        """
+        try:
+            decoded = _decode_jpegs(blobs, self.device)
+        except RuntimeError:  # one bad blob fails the batch: go one by one
+            return [self._decode_one(blob) for blob in blobs]
+        return self._resize_and_crop(decoded)
+
+    def _decode_one(self, blob):
+        """One blob on the device; if nvJPEG refuses it, Pillow decides (and reports why)."""
+        try:
+            return self._resize_and_crop(_decode_jpegs([blob], self.device))[0]
+        except RuntimeError:
+            try:
+                return decode_and_preprocess(blob.numpy().tobytes(), self.preprocess).to(self.device)
+            except ImageDecodeError as exc:
+                return exc
+
+    def _resize_and_crop(self, images: list) -> list[Any]:
+        """Same geometry as ``images.resize_and_crop``, batched per input size on the device."""
+        import torch
+        import torch.nn.functional as F
+
+        size, short = self.preprocess.image_size, self.preprocess.resize_size
+        mode = self.preprocess.interpolation if self.preprocess.interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
+        out: list[Any] = [None] * len(images)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(tuple(img.shape[-2:]), []).append(i)
+        for (height, width), members in by_shape.items():
+            scale = short / min(width, height)
+            new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+            batch = torch.stack([images[i] for i in members])
+            if (new_h, new_w) != (height, width):
+                kwargs = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+                batch = F.interpolate(batch.float(), size=(new_h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255).to(torch.uint8)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            batch = batch[..., top : top + size, left : left + size]
+            for j, i in enumerate(members):
+                out[i] = batch[j]
+        return out
