@@ -101,3 +101,28 @@ def test_help_documents_every_option_with_its_default():
     rows = [line for line in text.splitlines() if re.search(r"│\s+(\*\s+)?--", line)]
     undocumented = [row.split()[1] for row in rows if "[default:" not in row and "[required]" not in row]
     assert undocumented == ["--json", "--help"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_reports_once_and_writes_a_usable_model(tmp_path):
+    """`--devices 2` on the CPU: Lightning launches a second process (gloo); only rank zero reports and writes."""
+    import subprocess
+
+    data = make_class_folders(tmp_path / "data", per_class=6)
+    (data / "class_00" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    command = [sys.executable, "-m", "vecmetric", "train", str(data), "--out", str(tmp_path / "run"), *FAST]
+    command += ["--devices", "2", "--val-classes", "class_04,class_05", "--workers", "0", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr  # two processes really trained
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # one summary, from rank zero
+    assert json.loads(lines[0])["best_epoch"] == 1
+    assert result.stderr.count("skipped 1 unreadable image(s)") == 1  # warned once, not once per rank
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    # Each rank takes every other global batch: 24 training images // (batch 8 x 2 ranks) = 1 step per epoch.
+    assert [row["step"] for row in state["history"]] == [0, 1]
+    from vecmetric.encoders import load_encoder
+
+    encoder = load_encoder(str(tmp_path / "run"), device="cpu")
+    assert encoder.dim == 256

@@ -14,8 +14,7 @@ import pytest
 from vecmetric.errors import InputError
 from vecmetric.images import ImageDecodeError, decode_and_preprocess
 from vecmetric.store import embed_directory, embeddings_to_numpy, open_store
-from vecmetric.store._device_decode import DeviceJpegDecoder, device_decodable
-from vecmetric.store._embed import _in_background
+from vecmetric.store._device_decode import DeviceJpegDecoder, device_decodable, in_background
 
 
 def photo(size=(400, 300), seed=0, mode="RGB"):
@@ -128,7 +127,7 @@ def test_background_iteration_passes_errors_and_stops_with_the_consumer():
 
     got = []
     with pytest.raises(ValueError, match="worker broke"):
-        for item in _in_background(failing()):
+        for item in in_background(failing()):
             got.append(item)
     assert got == [1]
 
@@ -141,7 +140,7 @@ def test_background_iteration_passes_errors_and_stops_with_the_consumer():
             yield i
             i += 1
 
-    consumer = _in_background(endless(), depth=2)
+    consumer = in_background(endless(), depth=2)
     assert [next(consumer) for _ in range(3)] == [0, 1, 2]
     consumer.close()
     deadline = time.monotonic() + 5

@@ -128,3 +128,77 @@ class DeviceJpegDecoder:
             for j, i in enumerate(members):
                 out[i] = batch[j]
         return out
+
+
+def assemble_batch(meta, pixels, jpegs, decoder, device):
+    """One uint8 batch in ``meta`` order from a collated batch of ``embed``'s decoding workers.
+
+    Args:
+        meta: (index, hash, kind, error) per item; kind "pixels", "jpeg" or None (nothing to embed).
+        pixels: the rows decoded on the CPU, in order, or None.
+        jpegs: (buffer, sizes), the JPEG bytes to decode on the device, in order, or None.
+        decoder: a ``DeviceJpegDecoder`` (unused when ``jpegs`` is None).
+
+    Returns:
+        (meta, batch): meta as (index, hash, decoded, error); batch None when nothing decoded.
+    """
+    import torch
+
+    if jpegs is None:
+        return [(i, h, kind is not None, err) for i, h, kind, err in meta], pixels
+    buffer, sizes = jpegs
+    decoded = iter(decoder.decode(list(buffer.split(sizes))))
+    cpu_rows = iter(range(len(pixels) if pixels is not None else 0))
+    rows, out_meta = [], []
+    for i, digest, kind, err in meta:
+        if kind == "jpeg":
+            image = next(decoded)
+            if isinstance(image, Exception):
+                kind, err = None, str(image)
+            else:
+                rows.append(image)
+        elif kind == "pixels":
+            rows.append(pixels[next(cpu_rows)].to(device, non_blocking=True))
+        out_meta.append((i, digest, kind is not None, err))
+    return out_meta, torch.stack(rows) if rows else None
+
+
+def in_background(iterable, depth: int = 3):
+    """Iterate ``iterable`` in a thread, ``depth`` items ahead, so device decoding overlaps the model."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterable:
+                if not put((item, None)):
+                    return  # the consumer stopped; returning drops the loader and its workers
+            put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((done, exc))
+
+    thread = threading.Thread(target=produce, name="vecmetric-device-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from .._fsutil import remove_dead_temporaries
 from ..errors import InputError
 from ..images import ImageDecodeError, decode_and_preprocess
-from ._device_decode import DeviceJpegDecoder, device_decodable, device_decode_available
+from ._device_decode import DeviceJpegDecoder, assemble_batch, device_decodable, device_decode_available, in_background
 from ._lock import StoreLock
 from ._scan import FileEntry, scan_folder
 from ._store import MANIFEST_NAME, Store, create_store, numpy_to_embeddings, open_store
@@ -109,73 +109,6 @@ def _collate(items):
         meta.append((i, digest, kind, err))
     jpegs = (torch.cat(blobs), [len(b) for b in blobs]) if blobs else None
     return meta, torch.stack(pixels) if pixels else None, jpegs
-
-
-def _assemble(meta, pixels, jpegs, decoder, device):
-    """One uint8 batch in ``meta`` order, decoding the JPEG bytes on the device.
-
-    Returns (meta, batch): meta as (index, hash, decoded, error); batch None when nothing decoded.
-    """
-    import torch
-
-    if jpegs is None:
-        return [(i, h, kind is not None, err) for i, h, kind, err in meta], pixels
-    buffer, sizes = jpegs
-    decoded = iter(decoder.decode(list(buffer.split(sizes))))
-    cpu_rows = iter(range(len(pixels) if pixels is not None else 0))
-    rows, out_meta = [], []
-    for i, digest, kind, err in meta:
-        if kind == "jpeg":
-            image = next(decoded)
-            if isinstance(image, Exception):
-                kind, err = None, str(image)
-            else:
-                rows.append(image)
-        elif kind == "pixels":
-            rows.append(pixels[next(cpu_rows)].to(device, non_blocking=True))
-        out_meta.append((i, digest, kind is not None, err))
-    return out_meta, torch.stack(rows) if rows else None
-
-
-def _in_background(iterable, depth: int = 3):
-    """Iterate ``iterable`` in a thread, ``depth`` items ahead, so device decoding overlaps the model."""
-    import queue
-    import threading
-
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterable:
-                if not put((item, None)):
-                    return  # the consumer stopped; returning drops the loader and its workers
-            put((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put((done, exc))
-
-    thread = threading.Thread(target=produce, name="vecmetric-device-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = items.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 def _batches(loader):
@@ -355,9 +288,9 @@ def embed_directory(
                 # leave this process waiting forever.
                 timeout=WORKER_TIMEOUT if n_workers else 0,
             )
-            batches = (_assemble(*item, decoder, encoder.device) for item in _batches(loader))
+            batches = (assemble_batch(*item, decoder, encoder.device) for item in _batches(loader))
             if decoder is not None:
-                batches = _in_background(batches)
+                batches = in_background(batches)
             try:
                 for meta, batch in batches:
                     vectors = encoder.embed_tensors(batch) if batch is not None else None

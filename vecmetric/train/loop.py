@@ -56,6 +56,13 @@ class Reporter:
         pass
 
 
+class SilentReporter(Reporter):
+    """Reports nothing, warnings included: DDP's other ranks, whose rank zero reports for all."""
+
+    def warn(self, message: str) -> None:
+        pass
+
+
 @dataclass
 class TrainResult:
     """What a run produced.
@@ -66,6 +73,7 @@ class TrainResult:
         best: that epoch's record; ``last``: the final epoch's record.
         history: one record per epoch (epoch 0: validation before training).
         train_images_per_s: mean training throughput over the epochs run in this call.
+        is_main: whether this process is DDP's global rank zero (the one that wrote the run folder).
     """
 
     run_dir: Path
@@ -75,6 +83,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_images_per_s: float = 0.0
     resumed_from_epoch: int = 0
+    is_main: bool = True
 
 
 def training_precision(device, precision: str) -> str:
@@ -424,4 +433,5 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
         history=history,
         train_images_per_s=sum(throughputs) / len(throughputs) if throughputs else 0.0,
         resumed_from_epoch=start_epoch - 1,
+        is_main=is_main,
     )
