@@ -117,7 +117,8 @@ def build_index(
             index.mark_deleted(gone_ids)
         if len(new_ids):
             flt = None if existing is None else pc.field("id").isin(new_ids)
-            batches = store.iter_batches(["id", "embedding"], batch_size=ADD_BATCH, filter=flt)
+            # One decoding thread: hnswlib's add_items already keeps every core busy.
+            batches = store.iter_batches(["id", "embedding"], batch_size=ADD_BATCH, filter=flt, use_threads=False)
             for batch in _read_ahead(batches):
                 index.add(embeddings_to_numpy(batch.column("embedding")), batch.column("id").to_numpy(), threads=threads)
                 notify("advance", {"n": batch.num_rows})

@@ -164,10 +164,14 @@ class Store:
                 hint="'vecmetric verify --repair' sets damaged files aside; then embed again to restore their rows",
             ) from None
 
-    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 65536, filter=None) -> Iterator:
-        """Stream live rows as pyarrow RecordBatches, so memory stays flat."""
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 65536, filter=None, use_threads: bool = True) -> Iterator:
+        """Stream live rows as pyarrow RecordBatches, so memory stays flat.
+
+        ``use_threads=False`` decodes in the calling thread only: for readers that run beside
+        a multi-threaded consumer (the index build) and should not compete with it for cores.
+        """
         try:
-            yield from self.dataset().to_batches(columns=columns, batch_size=batch_size, filter=filter)
+            yield from self.dataset().to_batches(columns=columns, batch_size=batch_size, filter=filter, use_threads=use_threads)
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"store {self.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200]}",
