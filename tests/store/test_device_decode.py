@@ -46,7 +46,7 @@ def blob(data: bytes):
 
 def test_which_files_go_to_the_device():
     good = jpeg_bytes(photo())
-    assert device_decodable(good)
+    assert device_decodable(good) == 400 * 300  # its pixel count, for batching by memory
     assert device_decodable(jpeg_bytes(photo(mode="L")))
     assert not device_decodable(jpeg_bytes(photo(), progressive=True))  # nvJPEG's hardware path is baseline only
     assert not device_decodable(jpeg_bytes(photo(mode="CMYK")))
@@ -71,6 +71,18 @@ def test_device_geometry_matches_the_cpu_path(tiny_encoder):
         diff = (got.int() - want.int()).abs().float()
         assert diff.mean() < 2.0, diff.mean()
         assert np.percentile(diff.numpy(), 99) <= 12
+
+
+def test_large_photos_are_decoded_in_parts_with_the_same_result(tiny_encoder, monkeypatch):
+    import vecmetric.store._device_decode as device_decode
+
+    assert device_decode._chunks([10, 10, 10, 40, 5], 25) == [[0, 1], [2], [3], [4]]
+    decoder = DeviceJpegDecoder(tiny_encoder.device, tiny_encoder.preprocess)
+    datas = [jpeg_bytes(photo(size, seed=i)) for i, size in enumerate([(400, 300), (400, 300), (333, 257), (400, 300)])]
+    whole = decoder.decode([blob(d) for d in datas])
+    monkeypatch.setattr(device_decode, "BATCH_PIXELS", 150_000)  # one photo per nvJPEG call and per resize
+    parts = decoder.decode([blob(d) for d in datas], [device_decodable(d) for d in datas])
+    assert all(bool((a == b).all()) for a, b in zip(whole, parts))
 
 
 def test_a_bad_blob_fails_alone_with_pillows_reason(tiny_encoder):

@@ -17,33 +17,50 @@ from typing import Any
 from ..images import MAX_PIXELS, ImageDecodeError, decode_and_preprocess
 
 MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which trims them before resizing
+MAX_DEVICE_PIXELS = min(MAX_PIXELS, 40_000_000)  # larger JPEGs go to the CPU path, whose draft mode shrinks them
+BATCH_PIXELS = 64_000_000  # per nvJPEG call and per resize: bounds GPU memory (~0.8 GB as float) whatever the photos
 JPEG_END = b"\xff\xd9"
 
 
-def device_decodable(data: bytes) -> bool:
-    """Whether the device decoder can take these bytes: a complete baseline RGB/greyscale JPEG.
+def device_decodable(data: bytes) -> int | None:
+    """The pixel count of a JPEG the device decoder can take, else None.
 
-    A file without its end marker is left to Pillow, which reports truncation; nvJPEG may
-    silently fill the missing part.
+    It takes complete baseline RGB or greyscale JPEGs of sensible shape. A file without its
+    end marker is left to Pillow, which reports truncation; nvJPEG may silently fill the
+    missing part.
     """
     if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00")[-2:] != JPEG_END:
-        return False
+        return None
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-            return (
+            ok = (
                 img.format == "JPEG"
                 and img.mode in ("RGB", "L")
                 and not img.info.get("progressive")
                 and not img.info.get("progression")
                 and 16 <= min(width, height)
-                and width * height <= MAX_PIXELS
+                and width * height <= MAX_DEVICE_PIXELS
                 and max(width, height) <= MAX_DEVICE_ASPECT * min(width, height)
             )
+            return width * height if ok else None
     except Exception:  # noqa: BLE001 - anything odd goes to the CPU path, which reports it
-        return False
+        return None
+
+
+def _chunks(pixel_counts: list[int], budget: int) -> list[list[int]]:
+    """Consecutive index groups whose pixel counts add up to at most ``budget`` (at least one each)."""
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i, count in enumerate(pixel_counts):
+        if groups[-1] and total + count > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += count
+    return [g for g in groups if g]
 
 
 def device_decode_available(device) -> bool:
@@ -83,17 +100,25 @@ class DeviceJpegDecoder:
         self.device = device
         self.preprocess = preprocess
 
-    def decode(self, blobs: list) -> list[Any]:
+    def decode(self, blobs: list, pixel_counts: list[int] | None = None) -> list[Any]:
         """Decode and preprocess each blob (a 1-D uint8 CPU tensor of JPEG bytes).
+
+        Args:
+            blobs: the JPEGs.
+            pixel_counts: each one's width x height (from ``device_decodable``), to decode a
+                batch of large photos in parts; None decodes them all at once.
 
         Returns:
             Per blob, a uint8 (3, S, S) tensor on the device, or an ``ImageDecodeError``.
         """
-        try:
-            decoded = _decode_jpegs(blobs, self.device)
-        except RuntimeError:  # one bad blob fails the batch: go one by one
-            return [self._decode_one(blob) for blob in blobs]
-        return self._resize_and_crop(decoded)
+        out: list[Any] = []
+        for group in _chunks(pixel_counts, BATCH_PIXELS) if pixel_counts else [list(range(len(blobs)))]:
+            part = [blobs[i] for i in group]
+            try:
+                out.extend(self._resize_and_crop(_decode_jpegs(part, self.device)))
+            except RuntimeError:  # one bad blob fails the batch: go one by one
+                out.extend(self._decode_one(blob) for blob in part)
+        return out
 
     def _decode_one(self, blob):
         """One blob on the device; if nvJPEG refuses it, Pillow decides (and reports why)."""
@@ -116,17 +141,20 @@ class DeviceJpegDecoder:
         by_shape: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
             by_shape.setdefault(tuple(img.shape[-2:]), []).append(i)
-        for (height, width), members in by_shape.items():
+        for (height, width), same_shape in by_shape.items():
             scale = short / min(width, height)
             new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-            batch = torch.stack([images[i] for i in members])
-            if (new_h, new_w) != (height, width):
-                kwargs = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
-                batch = F.interpolate(batch.float(), size=(new_h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255).to(torch.uint8)
             left, top = (new_w - size) // 2, (new_h - size) // 2
-            batch = batch[..., top : top + size, left : left + size]
-            for j, i in enumerate(members):
-                out[i] = batch[j]
+            per_call = max(1, BATCH_PIXELS // max(height * width, new_h * new_w))
+            for start in range(0, len(same_shape), per_call):
+                members = same_shape[start : start + per_call]
+                batch = torch.stack([images[i] for i in members])
+                if (new_h, new_w) != (height, width):
+                    kwargs = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+                    batch = F.interpolate(batch.float(), size=(new_h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255).to(torch.uint8)
+                batch = batch[..., top : top + size, left : left + size]
+                for j, i in enumerate(members):
+                    out[i] = batch[j]
         return out
 
 
@@ -136,7 +164,7 @@ def assemble_batch(meta, pixels, jpegs, decoder, device):
     Args:
         meta: (index, hash, kind, error) per item; kind "pixels", "jpeg" or None (nothing to embed).
         pixels: the rows decoded on the CPU, in order, or None.
-        jpegs: (buffer, sizes), the JPEG bytes to decode on the device, in order, or None.
+        jpegs: (buffer, sizes, pixel_counts), the JPEG bytes to decode on the device, in order, or None.
         decoder: a ``DeviceJpegDecoder`` (unused when ``jpegs`` is None).
 
     Returns:
@@ -146,8 +174,8 @@ def assemble_batch(meta, pixels, jpegs, decoder, device):
 
     if jpegs is None:
         return [(i, h, kind is not None, err) for i, h, kind, err in meta], pixels
-    buffer, sizes = jpegs
-    decoded = iter(decoder.decode(list(buffer.split(sizes))))
+    buffer, sizes, pixel_counts = jpegs
+    decoded = iter(decoder.decode(list(buffer.split(sizes)), pixel_counts))
     cpu_rows = iter(range(len(pixels) if pixels is not None else 0))
     rows, out_meta = [], []
     for i, digest, kind, err in meta:

@@ -59,7 +59,7 @@ class _DecodeDataset:
 
     A file whose content hash the store already holds is not decoded: its vector is reused.
     With ``device_jpeg``, a JPEG the device decoder can take is passed on as its raw bytes
-    (a 1-D uint8 tensor) for the main process to decode on the GPU.
+    (a 1-D uint8 tensor) and pixel count, for the main process to decode on the GPU.
     """
 
     def __init__(self, files: list[FileEntry], preprocess, known_hashes: frozenset[str], device_jpeg: bool = False):
@@ -81,10 +81,11 @@ class _DecodeDataset:
         digest = content_hash(data)
         if digest in self.known_hashes:
             return i, digest, None, None
-        if self.device_jpeg and device_decodable(data):
+        pixel_count = device_decodable(data) if self.device_jpeg else None
+        if pixel_count:
             import torch
 
-            return i, digest, torch.frombuffer(bytearray(data), dtype=torch.uint8), None
+            return i, digest, (torch.frombuffer(bytearray(data), dtype=torch.uint8), pixel_count), None
         try:
             return i, digest, decode_and_preprocess(data, self.preprocess), None
         except ImageDecodeError as exc:
@@ -95,19 +96,23 @@ def _collate(items):
     """(meta, pixels, jpegs): meta holds (index, hash, kind, error) per item, kind being
     "pixels" (a row of ``pixels``), "jpeg" (bytes to decode, a slice of ``jpegs``) or None.
 
-    ``jpegs`` is (buffer, sizes): every JPEG of the batch in one tensor, because each tensor
-    a worker hands over costs a shared-memory file and a file descriptor.
+    ``jpegs`` is (buffer, sizes, pixel_counts): every JPEG of the batch in one tensor, because
+    each tensor a worker hands over costs a shared-memory file and a file descriptor.
     """
     import torch
 
-    meta, pixels, blobs = [], [], []
+    meta, pixels, blobs, pixel_counts = [], [], [], []
     for i, digest, payload, err in items:
         kind = None
-        if payload is not None:
-            kind = "jpeg" if payload.dim() == 1 else "pixels"
-            (blobs if kind == "jpeg" else pixels).append(payload)
+        if isinstance(payload, tuple):
+            kind = "jpeg"
+            blobs.append(payload[0])
+            pixel_counts.append(payload[1])
+        elif payload is not None:
+            kind = "pixels"
+            pixels.append(payload)
         meta.append((i, digest, kind, err))
-    jpegs = (torch.cat(blobs), [len(b) for b in blobs]) if blobs else None
+    jpegs = (torch.cat(blobs), [len(b) for b in blobs], pixel_counts) if blobs else None
     return meta, torch.stack(pixels) if pixels else None, jpegs
 
 
