@@ -52,7 +52,7 @@ def parse_args():
     parser.add_argument("--lr", type=float, default=3e-4, help="backbone learning rate; the head gets 10x (default: 3e-4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: vecmetric's)")
-    parser.add_argument("--bare-steps", type=int, default=20, help="timed steps per bare-loop repeat (default: 20)")
+    parser.add_argument("--bare-steps", type=int, default=0, help="timed steps per bare-loop repeat (default: one epoch's steps, so both loops are timed over windows of the same length)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the bare loop (default: 3)")
     parser.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
@@ -289,7 +289,7 @@ def main() -> None:
     args.workers = default_workers() if args.workers is None else args.workers
     device = resolve_device(args.device)
     if args.quick:
-        args.epochs, args.bare_steps = 1, 3
+        args.epochs, args.bare_steps, args.repeats = 1, 3, 1
     temporary = args.work is None
     args.work = Path(tempfile.mkdtemp(prefix="vecmetric-omniglot-")) if temporary else args.work
     if args.work.exists() and not temporary and not args.reuse:
@@ -361,6 +361,7 @@ def main() -> None:
         reference_seconds = time.perf_counter() - t
     rows["after the plain pytorch-metric-learning loop (last epoch)"] = evaluate_on_test(test_dir, str(reference_dir), args)
 
+    args.bare_steps = args.bare_steps or epochs[0]["step"]
     bare_best, bare_speed = bare_loop(train_dir, run["data"]["train_classes"], args, device)
     total = time.perf_counter() - started_all
     print(f"bare loop {bare_best:.1f} img/s (best), {bare_speed:.1f} (mean); total {total:.0f} s", file=sys.stderr)
@@ -391,7 +392,8 @@ The image size and epochs were chosen so the whole benchmark fits in well under 
 
 Training throughput (training steps only, validation excluded). Other jobs shared these 2 cores, so each loop is
 reported as its best and its mean: the best epoch of `vecmetric train` and the best of {args.repeats} timed runs of
-{args.bare_steps} steps of the bare loop are the least disturbed measurements, and they are what the ratio compares.
+{args.bare_steps} steps of the bare loop (as many steps as an epoch: windows of the same length) are the least
+disturbed measurements, and they are what the ratio compares.
 
 | loop | best images/s | mean images/s |
 |---|---:|---:|

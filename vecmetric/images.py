@@ -145,7 +145,7 @@ def resize_and_crop(img, preprocess) -> "Any":
     left, top = (new_w - size) // 2, (new_h - size) // 2
     # Resizing only the source box that lands in the centre crop samples exactly the pixels that
     # resizing the whole image to (new_w, new_h) and cropping would (Pillow's filters still read
-    # past the box edges), for about 40% less work.
+    # past the box edges), for about a third less work.
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
     img = img.resize((size, size), resample, box=box, reducing_gap=3.0)

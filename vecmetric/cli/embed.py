@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import escape, AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path
 from ._progress import progress_bar
 
 MAX_LISTED_SKIPS = 10

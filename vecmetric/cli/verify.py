@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import escape, JsonOption, StoreOption, handle_errors, print_json, stderr, stdout, store_path
+from ._common import JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path
 
 PROBLEMS_REMAIN = 9
 
