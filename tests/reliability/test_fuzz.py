@@ -162,7 +162,7 @@ def good_files() -> dict[str, bytes]:
         "png-without-IEND.png": SEEDS["png"][:-12],  # every pixel there: decoding may use it
         "png-named.jpg": SEEDS["png"],  # wrong extension, right content
         "jpeg-named.gif": SEEDS["jpeg"],
-        "thin-1x20000.png": thin_png(1, 20_000),  # 1:20000: cut to the centre before resizing
+        "thin-1x20000.png": thin_png(1, 20_000),  # 1:20000: only the centre crop is resized
         "wide-20000x1.png": thin_png(20_000, 1),
     }
 

@@ -51,7 +51,7 @@ def test_which_files_go_to_the_device():
     assert not device_decodable(jpeg_bytes(photo(), progressive=True))  # nvJPEG's hardware path is baseline only
     assert not device_decodable(jpeg_bytes(photo(mode="CMYK")))
     assert not device_decodable(good[: len(good) // 2])  # truncated: Pillow must report it
-    assert not device_decodable(jpeg_bytes(photo(size=(900, 40))))  # thin: the CPU path trims it first
+    assert not device_decodable(jpeg_bytes(photo(size=(900, 40))))  # thin: the CPU path resizes only its crop box
     png = io.BytesIO()
     photo().save(png, format="PNG")
     assert not device_decodable(png.getvalue())

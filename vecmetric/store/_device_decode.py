@@ -16,7 +16,7 @@ from typing import Any
 
 from ..images import MAX_PIXELS, ImageDecodeError, decode_and_preprocess
 
-MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which trims them before resizing
+MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which resizes only the crop box (the GPU resizes it all)
 MAX_DEVICE_PIXELS = min(MAX_PIXELS, 40_000_000)  # larger JPEGs go to the CPU path, whose draft mode shrinks them
 BATCH_PIXELS = 64_000_000  # per nvJPEG call and per resize: bounds GPU memory (~0.8 GB as float) whatever the photos
 JPEG_END = b"\xff\xd9"
