@@ -20,12 +20,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _rank_zero() -> bool:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 class RichReporter:
     """Training progress on stderr: a bar per epoch, one line per finished epoch."""
 
@@ -146,7 +140,6 @@ def train_command(
     --out, which then works as --model for embed, search and eval.
     """
     from ..train import TrainOptions, train
-    from ..train.loop import SilentReporter
 
     options = TrainOptions(
         model=model,
@@ -173,8 +166,7 @@ def train_command(
         precision=precision,
         resume=resume,
     )
-    # Under DDP every process runs this command; only global rank zero reports (Lightning's own rank, from the environment).
-    reporter = RichReporter() if _rank_zero() else SilentReporter()
+    reporter = RichReporter()
     try:
         result = train(data_dir, out, options, reporter)
     except KeyboardInterrupt:
@@ -186,7 +178,7 @@ def train_command(
         raise typer.Exit(130) from None
     finally:
         reporter.close()
-    if not result.is_main:
+    if not result.is_main:  # another DDP process: rank zero prints the summary
         return
     before = next((row for row in result.history if row["epoch"] == 0), {})
     summary = {

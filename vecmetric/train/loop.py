@@ -57,7 +57,7 @@ class Reporter:
 
 
 class SilentReporter(Reporter):
-    """Reports nothing, warnings included: DDP's other ranks, whose rank zero reports for all."""
+    """Reports nothing, warnings included: what DDP's other ranks use, as rank zero reports for all."""
 
     def warn(self, message: str) -> None:
         pass
@@ -242,12 +242,15 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
     """
     import torch
     from lightning.fabric import Fabric
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.fabric.utilities.seed import seed_everything
 
     from ..encoders import load_encoder, resolve_device, resolve_precision, save_checkpoint
 
     options = replace(options or TrainOptions())
-    reporter = reporter or Reporter()
+    # Under DDP every process runs this function (the launcher starts the others with their rank in
+    # the environment, which Lightning reads): only global rank zero reports, warnings included.
+    reporter = (reporter or Reporter()) if getattr(rank_zero_only, "rank", 0) == 0 else SilentReporter()
     options.validate()
     data_dir, run_dir = Path(data_dir), Path(out_dir)
     if options.workers is None:
