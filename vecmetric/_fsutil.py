@@ -114,6 +114,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     _fault_point("renamed")
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -125,3 +129,18 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def read_tagged_json(path: str | os.PathLike, fmt: str, error: type[Exception], what: str) -> dict[str, Any]:
+    """A JSON object whose ``format`` is ``fmt`` (run descriptions, checkpoint configs).
+
+    Raises:
+        error: the file cannot be read or parsed, or it is not an object of that format.
+    """
+    try:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{path} is not a vecmetric {what}")
+    return doc

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._fsutil import atomic_write_bytes, read_tagged_json
 from ..errors import EncoderError
 from ._config import ArchitectureConfig, PreprocessConfig
 
@@ -23,15 +24,6 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 def is_checkpoint_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_NAME).is_file()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -84,13 +76,7 @@ def read_checkpoint_config(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         raise EncoderError(f"{folder} is not a vecmetric checkpoint folder (no {CONFIG_NAME})")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EncoderError(f"cannot read {path}: {exc}") from None
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
-        raise EncoderError(f"{path} is not a vecmetric checkpoint config")
-    return config
+    return read_tagged_json(path, CHECKPOINT_FORMAT, EncoderError, "checkpoint config")
 
 
 def build_architecture(architecture: ArchitectureConfig):

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..encoders._checkpoint import atomic_write_bytes
+from .._fsutil import atomic_write_bytes, read_tagged_json
 from ..errors import TrainError
 
 __all__ = [
@@ -71,13 +71,7 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / RUN_NAME
     if not path.is_file():
         return None
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"cannot read {path}: {exc}") from None
-    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-        raise TrainError(f"{path} is not a vecmetric run description")
-    return run
+    return read_tagged_json(path, RUN_FORMAT, TrainError, "run description")
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..encoders._checkpoint import atomic_write_bytes
+from .._fsutil import atomic_write_bytes
 
 __all__ = ["plot_curves"]
 
