@@ -76,9 +76,7 @@ def decode_image(data: bytes, min_size: int = 0, max_pixels: int = MAX_PIXELS):
                 raise ImageDecodeError("image has no pixels")
             if width * height > max_pixels:
                 raise ImageDecodeError(f"decompression bomb: {width}x{height} pixels is over the {max_pixels} limit")
-            if img.format == "JPEG" and min_size:
-                scale = min_size / min(width, height)
-                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            _draft(img, min_size)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()
@@ -91,6 +89,30 @@ def decode_image(data: bytes, min_size: int = 0, max_pixels: int = MAX_PIXELS):
         raise ImageDecodeError(f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+
+
+def _draft(img, min_size: int) -> None:
+    """Let a JPEG decode at the smallest scale whose shorter side is still >= ``min_size``."""
+    if img.format == "JPEG" and min_size:
+        width, height = img.size
+        scale = min_size / min(width, height)
+        img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def decoded_size(path: str | os.PathLike, min_size: int = 0) -> tuple[int, int]:
+    """The ``(width, height)`` that ``decode_image(data, min_size)`` returns, read from the header alone.
+
+    Raises:
+        ImageDecodeError: not an image Pillow can open.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            _draft(img, min_size)
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot read the image header: {exc}") from None
 
 
 def _to_rgb(img):

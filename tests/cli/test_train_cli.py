@@ -50,6 +50,7 @@ def test_train_prints_one_json_result_and_warns_about_what_it_skipped(cli_run):
     assert "Warning: skipped 1 unreadable image(s)" in result.stderr and "broken.jpg" in result.stderr
     assert re.search(r"Warning: skipped 1 class\(es\) with a single image.*lonely", result.stderr)
     assert "epoch 1" in result.stderr and "MAP@R" in result.stderr
+    assert re.search(r"keeping 15 decoded training images in memory \(0\.\d MB\)", result.stderr)
     assert (run_dir / "config.json").is_file() and (run_dir / "curves.png").is_file()
 
 
@@ -76,6 +77,7 @@ def test_run_dir_holding_a_different_run(cli_run):
         (6, 3, ["--m-per-class", "4", "--val-classes", "0"], 7, "--m-per-class 4 is larger than 6 training class"),
         (6, 4, ["--miner", "random"], 7, "unknown --miner 'random'.*semihard"),
         (6, 4, ["--val-classes", "1.5"], 7, "--val-classes 1.5"),
+        (6, 4, ["--cache", "disk"], 7, "unknown --cache 'disk'.*auto, ram, off"),
         (6, 4, ["--model", "timm:no_such_model_xyz"], 4, "unknown timm model"),
     ],
 )
@@ -96,7 +98,7 @@ def test_help_documents_every_option_with_its_default():
     text = result.stdout
     for option in ("--out", "--model", "--embedding-dim", "--metric", "--margin", "--miner", "--m-per-class", "--batch-size",
                    "--val-classes", "--epochs", "--lr", "--head-lr", "--warmup", "--freeze-backbone-epochs", "--freeze-bn", "--image-size",
-                   "--flip", "--seed", "--workers", "--device", "--devices", "--num-nodes", "--precision", "--resume", "--json"):
+                   "--flip", "--seed", "--workers", "--cache", "--device", "--devices", "--num-nodes", "--precision", "--resume", "--json"):
         assert option in text, option
     rows = [line for line in text.splitlines() if re.search(r"│\s+(\*\s+)?--", line)]
     undocumented = [row.split()[1] for row in rows if "[default:" not in row and "[required]" not in row]

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import TrainError
+from .image_cache import CACHE_MODES
 from .losses import DEFAULT_MARGIN, MINERS, TRAIN_METRICS
 
 __all__ = ["TrainOptions", "PRECISIONS", "default_workers"]
@@ -45,6 +46,8 @@ class TrainOptions:
         flip: random horizontal flips (turn off for text, digits, characters).
         seed: seeds the split, the sampler, the augmentations and the head.
         workers: DataLoader worker processes.
+        cache: keep the decoded training images in memory: ``auto`` (when they fit in a quarter of the free
+            memory), ``ram`` (whenever they fit at all) or ``off``. Results are the same either way.
         device: ``auto``, ``cpu``, ``cuda``, ``mps``.
         devices, num_nodes: DDP processes per node and nodes.
         precision: ``auto`` (bf16 mixed precision on CUDA with bf16, fp32 on CPU, where bf16 training was slower), ``fp32``, ``bf16``.
@@ -70,6 +73,7 @@ class TrainOptions:
     flip: bool = True
     seed: int = 0
     workers: int | None = None
+    cache: str = "auto"
     device: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -86,6 +90,8 @@ class TrainOptions:
             raise TrainError(f"unknown --metric {self.metric!r}", hint="choose one of: " + ", ".join(TRAIN_METRICS))
         if self.miner not in MINERS:
             raise TrainError(f"unknown --miner {self.miner!r}", hint="choose one of: " + ", ".join(MINERS))
+        if self.cache not in CACHE_MODES:
+            raise TrainError(f"unknown --cache {self.cache!r}", hint="choose one of: " + ", ".join(CACHE_MODES))
         if self.precision not in PRECISIONS:
             raise TrainError(f"unknown --precision {self.precision!r}", hint="choose one of: " + ", ".join(PRECISIONS))
         checks = [
