@@ -74,20 +74,20 @@ class ImageCache:
 
     Attributes:
         buffer: a 1-D uint8 torch tensor (in shared memory when workers read it).
-        offsets: ``offsets[i]:offsets[i + 1]`` are image ``i``'s bytes.
-        sizes: ``(width, height)`` of each image.
+        offsets: int64 array; ``offsets[i]:offsets[i + 1]`` are image ``i``'s bytes.
+        sizes: ``(n, 2)`` array of each image's width and height.
     """
 
     buffer: object
-    offsets: list[int]
-    sizes: list[tuple[int, int]]
+    offsets: object
+    sizes: object
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     @property
     def nbytes(self) -> int:
-        return self.offsets[-1]
+        return int(self.offsets[-1])
 
     def image(self, index: int):
         """Image ``index`` as the RGB ``PIL.Image`` that decoding its file gives."""
@@ -97,8 +97,7 @@ class ImageCache:
         if view is None:  # per process: a numpy view of the (possibly shared) buffer
             view = self.__dict__["_view"] = self.buffer.numpy()
         width, height = self.sizes[index]
-        pixels = view[self.offsets[index] : self.offsets[index + 1]].reshape(height, width, 3)
-        return Image.fromarray(pixels, "RGB")
+        return Image.fromarray(view[self.offsets[index] : self.offsets[index + 1]].reshape(height, width, 3))
 
     def __getstate__(self):
         return {"buffer": self.buffer, "offsets": self.offsets, "sizes": self.sizes}
@@ -180,10 +179,10 @@ def build_image_cache(paths: Sequence[str], plan: CachePlan, min_size: int, *, s
     import numpy as np
     import torch
 
-    offsets = [0]
-    for width, height in plan.sizes:
-        offsets.append(offsets[-1] + 3 * width * height)
-    buffer = torch.empty(offsets[-1], dtype=torch.uint8)
+    sizes = np.asarray(plan.sizes, dtype=np.int64).reshape(-1, 2)
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(3 * sizes[:, 0] * sizes[:, 1], out=offsets[1:])
+    buffer = torch.empty(int(offsets[-1]), dtype=torch.uint8)
     if shared:
         buffer.share_memory_()
     view = buffer.numpy()
@@ -195,11 +194,11 @@ def build_image_cache(paths: Sequence[str], plan: CachePlan, min_size: int, *, s
                 img = decode_image(fh.read(), min_size=min_size)
         except (OSError, ImageDecodeError) as exc:
             raise TrainError(f"cannot read {path} (changed since the scan?): {exc}") from None
-        if img.size != tuple(plan.sizes[index]):
+        if img.size != tuple(sizes[index]):
             raise TrainError(f"{path} changed while training started (its size is now {img.width}x{img.height})")
         view[offsets[index] : offsets[index + 1]] = np.asarray(img, dtype=np.uint8).reshape(-1)
 
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         for _ in pool.map(fill, range(len(paths)), chunksize=64):
             pass
-    return ImageCache(buffer, offsets, [tuple(s) for s in plan.sizes])
+    return ImageCache(buffer, offsets, sizes)
