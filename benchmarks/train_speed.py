@@ -29,6 +29,7 @@ from pathlib import Path
 from _common import machine_info, machine_tag, print_table, report
 from train_omniglot import DEFAULT_DATA, TRAIN_ALPHABETS, bare_loop, link_classes
 
+from vecmetric.train.image_cache import CACHE_MODES
 from vecmetric.train.loop import Reporter
 
 TARGET = 0.90
@@ -43,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--m-per-class", type=int, default=4, help="images per class in a batch (default: 4)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: vecmetric's)")
-    p.add_argument("--cache", default="auto", choices=("auto", "ram", "off"), help="train's --cache (default: auto)")
+    p.add_argument("--cache", default="auto", choices=CACHE_MODES, help="train's --cache (default: auto)")
     p.add_argument("--classes", type=int, default=0, help="use only this many training classes (default: all 175)")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     return p.parse_args(argv)

@@ -7,12 +7,11 @@ nothing in the folder is ever executed.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .._fsutil import atomic_write_bytes, read_tagged_json
+from .._fsutil import atomic_write_bytes, atomic_write_json, read_tagged_json
 from ..errors import EncoderError
 from ._config import ArchitectureConfig, PreprocessConfig
 
@@ -63,7 +62,7 @@ def save_checkpoint(
         "weights": weights_name,
         **(extra or {}),
     }
-    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(config, indent=2).encode())
+    atomic_write_json(folder / CONFIG_NAME, config)
     return folder
 
 

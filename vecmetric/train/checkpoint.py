@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._fsutil import atomic_write_bytes, read_tagged_json
+from .._fsutil import atomic_write_bytes, atomic_write_json, read_tagged_json
 from ..errors import TrainError
 
 __all__ = [
@@ -60,10 +60,6 @@ CSV_COLUMNS = (
 )
 # Arguments that may change between an interrupted run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"workers", "cache", "device", "resume", "data_dir"})
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
@@ -120,7 +116,7 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any], resume: bool) -> dict
 
 def write_run(run_dir: Path, identity: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / RUN_NAME, {"format": RUN_FORMAT, "format_version": 1, **identity})
+    atomic_write_json(run_dir / RUN_NAME, {"format": RUN_FORMAT, "format_version": 1, **identity})
 
 
 def optimizer_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -159,7 +155,7 @@ def save_last_state(run_dir: Path, model, architecture, preprocess, metric: str,
     tensors, meta = optimizer_tensors(optimizer.state_dict())
     atomic_write_bytes(last / OPTIMIZER_NAME, save(tensors))
     scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    write_json(last / STATE_NAME, {**state, "optimizer": meta, "scheduler": scheduler_state})
+    atomic_write_json(last / STATE_NAME, {**state, "optimizer": meta, "scheduler": scheduler_state})
 
 
 def load_last_state(run_dir: Path) -> dict[str, Any] | None:
