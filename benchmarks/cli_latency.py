@@ -34,9 +34,9 @@ SEARCH_TARGET = 0.3
 UNAVOIDABLE = """
 import sys, torch, timm
 from vecmetric.encoders import load_encoder
-from vecmetric.images import load_image_tensor
+from vecmetric.images import load_image_array
 encoder = load_encoder(sys.argv[1], device=sys.argv[2])
-encoder.embed_tensors(load_image_tensor(sys.argv[3], encoder.preprocess)[None])
+encoder.embed_tensors(load_image_array(sys.argv[3], encoder.preprocess)[None])
 """
 UNAVOIDABLE_FAST_EXIT = UNAVOIDABLE + "import os; os._exit(0)\n"
 BASE = "unavoidable: import torch+timm, load_encoder, embed 1 image"
@@ -48,9 +48,9 @@ PHASES = """
 import json, sys, time
 import numpy as np, torch, timm
 from vecmetric.encoders import load_encoder
-from vecmetric.images import load_image_tensor
+from vecmetric.images import load_image_array
 encoder = load_encoder(sys.argv[1], device=sys.argv[2])
-vector = encoder.embed_tensors(load_image_tensor(sys.argv[3], encoder.preprocess)[None])
+vector = encoder.embed_tensors(load_image_array(sys.argv[3], encoder.preprocess)[None])
 out, t = {}, time.perf_counter()
 def mark(name):
     global t

@@ -75,11 +75,12 @@ def decode_rate(folder: Path, preprocess, limit: int = 200) -> float:
 
 
 def predecode(paths, preprocess, count: int):
+    import numpy as np
     import torch
 
-    from vecmetric.images import load_image_tensor
+    from vecmetric.images import load_image_array
 
-    return torch.stack([load_image_tensor(p, preprocess) for p in paths[:count]])
+    return torch.from_numpy(np.stack([load_image_array(p, preprocess) for p in paths[:count]]))
 
 
 def forward_rate(encoder, tensors, images: int, batch_size: int, forward=None) -> float:

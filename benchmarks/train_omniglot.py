@@ -205,10 +205,11 @@ def bare_loop(train_dir: Path, classes: list[str], args, device) -> tuple[float,
 
     Returns the best and the mean images/s over ``--repeats`` timed runs of ``--bare-steps`` steps.
     """
+    import numpy as np
     import torch
     from pytorch_metric_learning import distances, losses, miners
 
-    from vecmetric.images import load_image_tensor
+    from vecmetric.images import load_image_array
     from vecmetric.train import TrainOptions
     from vecmetric.train.optim import build_optimizer
 
@@ -222,7 +223,7 @@ def bare_loop(train_dir: Path, classes: list[str], args, device) -> tuple[float,
     for b in range(4):
         chosen = [classes[(b * per_batch + j) % len(classes)] for j in range(per_batch)]
         paths = [p for name in chosen for p in sorted((train_dir / name).iterdir())[: args.m_per_class]]
-        images = torch.stack([load_image_tensor(p, pre) for p in paths])
+        images = torch.from_numpy(np.stack([load_image_array(p, pre) for p in paths]))
         labels = torch.arange(per_batch).repeat_interleave(args.m_per_class)
         batches.append((images.to(device), labels.to(device)))
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255

@@ -13,7 +13,7 @@ from PIL import Image
 from vecmetric import images
 from vecmetric.encoders import PreprocessConfig
 from vecmetric.errors import InputError
-from vecmetric.images import ImageDecodeError, decode_image, is_image_path, load_image_tensor, resize_and_crop
+from vecmetric.images import ImageDecodeError, decode_image, is_image_path, load_image_array, resize_and_crop
 
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -184,21 +184,21 @@ def test_resize_and_crop_shape_and_centre():
     arr[:, 30:60, 1] = 255
     arr[:, 60:, 2] = 255
     out = resize_and_crop(Image.fromarray(arr), pre)
-    assert tuple(out.shape) == (3, 32, 32) and str(out.dtype) == "torch.uint8"
+    assert tuple(out.shape) == (3, 32, 32) and str(out.dtype) == "uint8"
     assert out[1, 16, 16] == 255 and out[0, 16, 16] == 0
 
 
-def test_load_image_tensor_errors_name_the_file(tmp_path):
+def test_load_image_array_errors_name_the_file(tmp_path):
     pre = PreprocessConfig(image_size=16)
     good = tmp_path / "ok.png"
     gradient().save(good)
-    assert tuple(load_image_tensor(good, pre).shape) == (3, 16, 16)
+    assert tuple(load_image_array(good, pre).shape) == (3, 16, 16)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")
     with pytest.raises(InputError, match="bad.jpg: empty file"):
-        load_image_tensor(bad, pre)
+        load_image_array(bad, pre)
     with pytest.raises(InputError, match="cannot read"):
-        load_image_tensor(tmp_path / "missing.png", pre)
+        load_image_array(tmp_path / "missing.png", pre)
 
 
 def test_module_limit_is_pillows():

@@ -134,36 +134,56 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
+RESAMPLE_NAMES = ("bicubic", "bilinear", "nearest", "lanczos")
+
+
+def resample_filter(name: str):
+    """The Pillow filter for an interpolation name (``bicubic`` for unknown names, as timm does)."""
+    from PIL import Image
+
+    return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}.get(
+        name, Image.BICUBIC
+    )
+
+
+def crop_geometry(width: int, height: int, preprocess) -> tuple[int, int, int, int]:
+    """The one resize-then-centre-crop geometry every path uses (CPU, GPU, ONNX queries).
+
+    The shorter side is resized to ``preprocess.resize_size``, then an ``image_size`` square is
+    cut from the centre.
+
+    Returns:
+        ``(new_width, new_height, left, top)``: the resized size and the crop's top-left corner in it.
+    """
+    size, short = preprocess.image_size, preprocess.resize_size
+    scale = short / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    return new_w, new_h, (new_w - size) // 2, (new_h - size) // 2
+
+
 def resize_and_crop(img, preprocess) -> "Any":
     """Resize the shorter side to ``preprocess.resize_size`` and centre crop to ``image_size``.
 
     Returns:
-        A uint8 tensor (3, S, S); normalisation happens later, batched, on the device.
+        A uint8 numpy array (3, S, S); normalisation happens later, batched, in the model's runtime.
     """
     import numpy as np
-    import torch
-    from PIL import Image
 
-    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}.get(
-        preprocess.interpolation, Image.BICUBIC
-    )
-    size, short = preprocess.image_size, preprocess.resize_size
+    size = preprocess.image_size
     width, height = img.size
-    scale = short / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    new_w, new_h, left, top = crop_geometry(width, height, preprocess)
     # Resizing only the source box that lands in the centre crop samples exactly the pixels that
     # resizing the whole image to (new_w, new_h) and cropping would (Pillow's filters still read
     # past the box edges), for a third less work; and a long, thin image (a 1 x 200000 PNG is
     # 470 bytes) costs no more than any other, where the whole resize would need billions of pixels.
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    img = img.resize((size, size), resample, box=box, reducing_gap=3.0)
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    img = img.resize((size, size), resample_filter(preprocess.interpolation), box=box, reducing_gap=3.0)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def decode_and_preprocess(data: bytes, preprocess, seconds: float | None = DECODE_SECONDS):
-    """Bytes to the uint8 (3, S, S) tensor the encoder takes, within a time limit.
+    """Bytes to the uint8 (3, S, S) numpy array the encoder takes, within a time limit.
 
     Raises:
         ImageDecodeError: unusable image, or decoding took longer than ``seconds``.
@@ -172,8 +192,8 @@ def decode_and_preprocess(data: bytes, preprocess, seconds: float | None = DECOD
         return resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
 
 
-def load_image_tensor(path: str | os.PathLike, preprocess):
-    """Read, decode and preprocess one image file.
+def load_image_array(path: str | os.PathLike, preprocess):
+    """Read, decode and preprocess one image file to a uint8 (3, S, S) numpy array.
 
     Raises:
         InputError: the file cannot be read or decoded.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vecmetric.errors import InputError
 from vecmetric.images import ImageDecodeError, decode_and_preprocess
@@ -66,7 +67,7 @@ def test_device_geometry_matches_the_cpu_path(tiny_encoder):
     datas = [jpeg_bytes(photo(size, seed=i)) for i, size in enumerate(shapes)]
     out = decoder.decode([blob(d) for d in datas])
     for data, got in zip(datas, out):
-        want = decode_and_preprocess(data, preprocess)
+        want = torch.from_numpy(decode_and_preprocess(data, preprocess))
         assert got.shape == want.shape == (3, preprocess.image_size, preprocess.image_size)
         diff = (got.int() - want.int()).abs().float()
         assert diff.mean() < 2.0, diff.mean()
@@ -179,7 +180,7 @@ def test_nvjpeg_matches_pillow_and_auto_uses_it(tmp_path, tiny_model, tiny_encod
     datas = [jpeg_bytes(photo(size, seed=i)) for i, size in enumerate([(1024, 768), (640, 480), (333, 257)])]
     for data, got in zip(datas, decoder.decode([blob(d) for d in datas])):
         assert got.is_cuda
-        diff = (got.cpu().int() - decode_and_preprocess(data, tiny_encoder.preprocess).int()).abs().float()
+        diff = (got.cpu().int() - torch.from_numpy(decode_and_preprocess(data, tiny_encoder.preprocess)).int()).abs().float()
         assert diff.mean() < 3.0, diff.mean()
     folder = tmp_path / "photos" / "a"
     folder.mkdir(parents=True)

@@ -83,12 +83,12 @@ class Encoder:
         """uint8 (N, 3, S, S) on any device -> normalised float on the encoder's device."""
         import torch
 
-        batch = batch.to(self.device, non_blocking=True).float()
+        batch = torch.as_tensor(batch).to(self.device, non_blocking=True).float()
         batch = (batch - self._mean) / self._std
         return batch.contiguous(memory_format=torch.channels_last)
 
     def embed_tensors(self, batch) -> "Any":
-        """Embed a uint8 batch (N, 3, S, S) made by ``load_image_tensor``; returns float32 (N, dim)."""
+        """Embed a uint8 batch (N, 3, S, S, a tensor or numpy array); returns float32 (N, dim)."""
         import torch
 
         with torch.inference_mode(), self._autocast():
@@ -97,11 +97,11 @@ class Encoder:
 
     def embed_paths(self, paths: Sequence[str]) -> "Any":
         """Embed image files (raises InputError on the first unusable one)."""
-        import torch
+        import numpy as np
 
-        from ..images import load_image_tensor
+        from ..images import load_image_array
 
-        return self.embed_tensors(torch.stack([load_image_tensor(p, self.preprocess) for p in paths]))
+        return self.embed_tensors(np.stack([load_image_array(p, self.preprocess) for p in paths]))
 
     def embed_texts(self, texts: Sequence[str]) -> "Any":
         """Embed text queries into the image space (open_clip models only)."""

@@ -14,7 +14,7 @@ import io
 import warnings
 from typing import Any
 
-from ..images import MAX_PIXELS, ImageDecodeError, decode_and_preprocess
+from ..images import MAX_PIXELS, ImageDecodeError, crop_geometry, decode_and_preprocess
 
 MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which resizes only the crop box (the GPU resizes it all)
 MAX_DEVICE_PIXELS = min(MAX_PIXELS, 40_000_000)  # larger JPEGs go to the CPU path, whose draft mode shrinks them
@@ -126,7 +126,9 @@ class DeviceJpegDecoder:
             return self._resize_and_crop(_decode_jpegs([blob], self.device))[0]
         except RuntimeError:
             try:
-                return decode_and_preprocess(blob.numpy().tobytes(), self.preprocess).to(self.device)
+                import torch
+
+                return torch.from_numpy(decode_and_preprocess(blob.numpy().tobytes(), self.preprocess)).to(self.device)
             except ImageDecodeError as exc:
                 return exc
 
@@ -135,16 +137,14 @@ class DeviceJpegDecoder:
         import torch
         import torch.nn.functional as F
 
-        size, short = self.preprocess.image_size, self.preprocess.resize_size
+        size = self.preprocess.image_size
         mode = self.preprocess.interpolation if self.preprocess.interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
         out: list[Any] = [None] * len(images)
         by_shape: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
             by_shape.setdefault(tuple(img.shape[-2:]), []).append(i)
         for (height, width), same_shape in by_shape.items():
-            scale = short / min(width, height)
-            new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-            left, top = (new_w - size) // 2, (new_h - size) // 2
+            new_w, new_h, left, top = crop_geometry(width, height, self.preprocess)
             per_call = max(1, BATCH_PIXELS // max(height * width, new_h * new_w))
             for start in range(0, len(same_shape), per_call):
                 members = same_shape[start : start + per_call]

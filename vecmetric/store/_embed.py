@@ -99,6 +99,7 @@ def _collate(items):
     ``jpegs`` is (buffer, sizes, pixel_counts): every JPEG of the batch in one tensor, because
     each tensor a worker hands over costs a shared-memory file and a file descriptor.
     """
+    import numpy as np
     import torch
 
     meta, pixels, blobs, pixel_counts = [], [], [], []
@@ -113,7 +114,7 @@ def _collate(items):
             pixels.append(payload)
         meta.append((i, digest, kind, err))
     jpegs = (torch.cat(blobs), [len(b) for b in blobs], pixel_counts) if blobs else None
-    return meta, torch.stack(pixels) if pixels else None, jpegs
+    return meta, torch.from_numpy(np.stack(pixels)) if pixels else None, jpegs
 
 
 def _batches(loader):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError, TrainError
-from ..images import ImageDecodeError, decode_image, is_image_path
+from ..images import ImageDecodeError, decode_image, is_image_path, resample_filter
 
 __all__ = [
     "LabelledImages",
@@ -241,14 +241,6 @@ def _random_resized_crop_box(width: int, height: int, rng: random.Random) -> tup
     return left, top, left + side, top + side
 
 
-def _resample(name: str):
-    from PIL import Image
-
-    return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}.get(
-        name, Image.BICUBIC
-    )
-
-
 class TrainImages:
     """Training samples: decoded in DataLoader workers, randomly cropped and flipped, as uint8.
 
@@ -287,7 +279,7 @@ class TrainImages:
         rng = random.Random(sample_seed)
         box = _random_resized_crop_box(img.width, img.height, rng)
         size = (self.image_size, self.image_size)
-        img = img.resize(size, _resample(self.interpolation), box=box, reducing_gap=3.0)
+        img = img.resize(size, resample_filter(self.interpolation), box=box, reducing_gap=3.0)
         if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1), self.labels[index]
@@ -305,6 +297,6 @@ class EvalImages:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from ..images import load_image_tensor
+        from ..images import load_image_array
 
-        return load_image_tensor(self.paths[index], self.preprocess), self.labels[index]
+        return load_image_array(self.paths[index], self.preprocess), self.labels[index]
