@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import make_photos, machine_info, machine_tag, print_table, report, usable_cores
+from _common import machine_info, machine_tag, make_photos, print_table, report, usable_cores
 
 TARGET = 0.90
 
@@ -63,15 +63,15 @@ def _sync(device) -> None:
 
 def decode_rate(folder: Path, preprocess, limit: int = 200) -> float:
     """Images/s of a decoding worker's own per-image work (read, hash, draft decode, resize/crop) on this core."""
+    from vecmetric.engines.local import read_and_decode
     from vecmetric.store import scan_folder
-    from vecmetric.store._embed import _DecodeDataset
 
-    dataset = _DecodeDataset(scan_folder(folder).files[:limit], preprocess, frozenset())
-    dataset[0]
+    files = scan_folder(folder).files[:limit]
+    read_and_decode(files[0].path, preprocess, frozenset())
     started = time.perf_counter()
-    for i in range(len(dataset)):
-        dataset[i]
-    return len(dataset) / (time.perf_counter() - started)
+    for entry in files:
+        read_and_decode(entry.path, preprocess, frozenset())
+    return len(files) / (time.perf_counter() - started)
 
 
 def predecode(paths, preprocess, count: int):
@@ -129,7 +129,7 @@ def gpu_decode_rate(paths, preprocess, device, batch_size: int, limit: int = 102
     """
     import torch
 
-    from vecmetric.store._device_decode import DeviceJpegDecoder
+    from vecmetric._device_decode import DeviceJpegDecoder
 
     decoder = DeviceJpegDecoder(device, preprocess)
     blobs = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in paths[:limit]]
@@ -147,10 +147,13 @@ def run_pipeline(folder: Path, args, workers, decode: str):
 
     marks: dict[str, float] = {}
 
-    def progress(event, data):
-        if event == "start":
+    from vecmetric.progress import Reporter
+
+    class Marks(Reporter):
+        def start(self, task, total=None):
             marks["start"] = time.perf_counter()
-        elif event == "advance":
+
+        def advance(self, n=1, **fields):
             marks.setdefault("first", time.perf_counter())
 
     with tempfile.TemporaryDirectory(prefix="vm-bench-store-") as store_dir:
@@ -163,7 +166,7 @@ def run_pipeline(folder: Path, args, workers, decode: str):
             precision=args.precision,
             batch_size=args.batch_size,
             workers=workers,
-            progress=progress,
+            reporter=Marks(),
             decode=decode,
         )
         done = time.perf_counter()
@@ -181,8 +184,8 @@ def run_pipeline(folder: Path, args, workers, decode: str):
 def main(argv=None) -> None:
     import torch
 
+    from vecmetric._system import loader_workers
     from vecmetric.encoders import load_encoder
-    from vecmetric.store._embed import _default_workers
 
     args = parse_args(argv)
     info = machine_info()
@@ -206,7 +209,7 @@ def main(argv=None) -> None:
             for workers in worker_list:
                 stats = run_pipeline(data_dir, args, workers, decode)
                 stats["decode"] = decode
-                stats["workers"] = _default_workers(encoder.device, decode != "cpu" and encoder.device.type == "cuda") if workers is None else workers
+                stats["workers"] = loader_workers(encoder.device, device_decode=decode != "cpu" and encoder.device.type == "cuda") if workers is None else workers
                 stats["workers_label"] = (f"{stats['workers']} (default)" if workers is None else str(workers)) + f" workers, --decode {decode}"
                 pipelines.append(stats)
                 print(f"pipeline, {stats['workers_label']}: {stats['pipeline_ips']:.1f} images/s", flush=True)

@@ -91,8 +91,7 @@ def write_store(path: Path, data, metric: str, seed: int):
     import numpy as np
     import pyarrow as pa
 
-    from vecmetric.store import create_store
-    from vecmetric.store._store import numpy_to_embeddings
+    from vecmetric.store import create_store, numpy_to_embeddings
 
     store = create_store(path, SyntheticModel(data.shape[1], metric, seed))
     for start in range(0, len(data), APPEND_ROWS):

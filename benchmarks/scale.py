@@ -126,8 +126,7 @@ def write_vector_store(path: Path, n: int, dim: int, chunk: int) -> tuple[float,
     import numpy as np
     import pyarrow as pa
 
-    from vecmetric.store import create_store, store_schema
-    from vecmetric.store._store import numpy_to_embeddings
+    from vecmetric.store import create_store, numpy_to_embeddings, store_schema
 
     described = {
         "spec": "bench:random",

@@ -282,12 +282,11 @@ def write_section(path: Path, body: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    import torch
 
+    from vecmetric._system import loader_workers
     from vecmetric.encoders import resolve_device
-    from vecmetric.train.options import default_workers
 
-    args.workers = default_workers() if args.workers is None else args.workers
+    args.workers = loader_workers(leave_one_cpu=True) if args.workers is None else args.workers
     device = resolve_device(args.device)
     if args.quick:
         args.epochs, args.bare_steps, args.repeats = 1, 3, 1

@@ -29,8 +29,8 @@ from pathlib import Path
 from _common import machine_info, machine_tag, print_table, report
 from train_omniglot import DEFAULT_DATA, TRAIN_ALPHABETS, bare_loop, link_classes
 
+from vecmetric.progress import Reporter
 from vecmetric.train.image_cache import CACHE_MODES
-from vecmetric.train.loop import Reporter
 
 TARGET = 0.90
 
@@ -59,9 +59,11 @@ class _PauseAfterEachEpoch(Reporter):
     def log(self, message: str) -> None:
         print(message, file=sys.stderr)
 
-    def end_epoch(self, record: dict) -> None:
-        self.records.append(record)
-        if record["epoch"] > 0:
+    def finished(self, task: str, summary: dict) -> None:
+        if task != "epoch":
+            return
+        self.records.append(summary)
+        if summary["epoch"] > 0:
             raise _Paused
 
 
@@ -70,15 +72,15 @@ class _Paused(Exception):
 
 
 def main(argv=None) -> None:
+    from vecmetric._system import loader_workers
     from vecmetric.encoders import resolve_device
     from vecmetric.train import TrainOptions, train
     from vecmetric.train.optim import training_precision
-    from vecmetric.train.options import default_workers
 
     args = parse_args(argv)
     info = machine_info()
     device = resolve_device(args.device)
-    workers = default_workers() if args.workers is None else args.workers
+    workers = loader_workers(leave_one_cpu=True) if args.workers is None else args.workers
     work = Path(tempfile.mkdtemp(prefix="vecmetric-train-speed-"))
     try:
         link_classes(args.data, TRAIN_ALPHABETS, work / "train", args.classes or None)

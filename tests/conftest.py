@@ -25,11 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 OMNIGLOT = SHARED_DATA / "omniglot_small"
 
-#: A deterministic untrained timm model: 256-d embeddings at 160 px, fast on a CPU.
-TINY_MODEL = "timm:test_efficientnet@random"
-TINY_DIM = 256
-#: Another tiny model, for "store made by another model" checks.
-OTHER_TINY_MODEL = "timm:test_resnet@random"
+from _helpers import OTHER_TINY_MODEL, TINY_MODEL  # noqa: E402  (tests/ is on sys.path: see _helpers)
 
 
 def pytest_configure(config):
@@ -177,8 +173,7 @@ def write_rows():
         import numpy as np
         import pyarrow as pa
 
-        from vecmetric.store import store_schema
-        from vecmetric.store._store import numpy_to_embeddings
+        from vecmetric.store import numpy_to_embeddings, store_schema
 
         ids = [int(i) for i in ids]
         vectors = np.asarray(vectors, dtype=np.float32)

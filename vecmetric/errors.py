@@ -1,24 +1,17 @@
-"""Typed errors raised by the vecmetric library.
+"""Typed errors raised by the vecmetric library, and every exit code of the command line.
 
-Every error carries the exit code the command line uses for it, so the mapping
-lives in one place. The CLI prints ``Error: <message>`` in red on stderr and
-exits with ``exit_code``; it never shows a traceback for these.
-
-Exit codes:
-    1   any other VecmetricError
-    2   bad command-line usage (typer/click's own code)
-    3   InputError: a missing, empty or unreadable input folder or file
-    4   EncoderError: unknown model spec, weights that cannot be loaded
-    5   StoreError: a store that is missing, damaged or made by another model
-    6   IndexStateError: an index that is missing, damaged or does not match its store
-    7   TrainError: training data or a run folder that cannot be used
-    8   StoreLockedError: another vecmetric process holds the store's lock
-    130 interrupted with Ctrl-C (work done so far is kept)
+Every error carries the exit code the command line uses for it. The CLI prints
+``Error: <message>`` in red on stderr and exits with ``exit_code``; it never shows a
+traceback for these. ``EXIT_CODES`` lists every code the CLI can return, errors or not;
+the root ``--help`` and the README print it.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_CODES",
+    "PROBLEMS_REMAIN_EXIT_CODE",
+    "INTERRUPTED_EXIT_CODE",
     "VecmetricError",
     "InputError",
     "EncoderError",
@@ -29,6 +22,24 @@ __all__ = [
     "IndexStateError",
     "TrainError",
 ]
+
+
+PROBLEMS_REMAIN_EXIT_CODE = 9  # verify found problems that remain (not an error: the report is the result)
+INTERRUPTED_EXIT_CODE = 130  # Ctrl-C; work done so far is kept
+
+EXIT_CODES = {
+    0: "ok",
+    1: "other error",
+    2: "bad usage",
+    3: "bad input",
+    4: "model",
+    5: "store",
+    6: "index",
+    7: "training",
+    8: "store locked by another process",
+    PROBLEMS_REMAIN_EXIT_CODE: "verify found problems that remain",
+    INTERRUPTED_EXIT_CODE: "interrupted",
+}
 
 
 class VecmetricError(Exception):

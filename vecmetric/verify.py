@@ -3,11 +3,13 @@
 Repairs never re-embed: they quarantine damaged Parquet files (moved under ``_quarantine/``,
 never deleted, so their rows are re-embedded by the next ``embed``), drop rows of files that
 are gone and duplicate rows, clear leftover temporary files and stale locks, put the manifest's
-counts right, and update or rebuild the index from the stored vectors.
+counts right, and update or rebuild the index from the stored vectors. Every finding that
+concerns files or rows names them (``Finding.paths``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -16,22 +18,22 @@ from typing import Any
 
 from ._fsutil import is_dead_temporary
 from .errors import IndexStateError, ManifestError
-from .store import open_store
-from .store._store import rebuild_manifest
-from .store._lock import LOCK_NAME, StoreLock
-from .store._store import META_COLUMNS
+from .store import LOCK_NAME, META_COLUMNS, StoreLock, open_store, rebuild_manifest, store_schema
+
+__all__ = ["Finding", "VerifyReport", "verify_store"]
 
 QUARANTINE_DIR = "_quarantine"
 
 
 @dataclass
 class Finding:
-    """One problem found: what kind, where, and whether ``--repair`` fixed it."""
+    """One problem found: what kind, a one-line detail, the files or rows concerned, and whether ``--repair`` fixed it."""
 
     kind: str
     detail: str
     repairable: bool
     repaired: bool = False
+    paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -49,10 +51,13 @@ class VerifyReport:
         """True when nothing is wrong, or everything wrong was repaired."""
         return all(f.repaired for f in self.findings)
 
-    def add(self, kind: str, detail: str, repairable: bool) -> Finding:
-        finding = Finding(kind, detail, repairable)
+    def add(self, kind: str, detail: str, repairable: bool, paths: list[str] | None = None) -> Finding:
+        finding = Finding(kind, detail, repairable, paths=sorted(paths or []))
         self.findings.append(finding)
         return finding
+
+    def find(self, kind: str) -> Finding | None:
+        return next((f for f in self.findings if f.kind == kind), None)
 
 
 def verify_store(path: str | os.PathLike, repair: bool = False, check_files: bool = True) -> VerifyReport:
@@ -60,7 +65,7 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
 
     Args:
         path: the store folder.
-        repair: apply the repairs (takes the store's lock).
+        repair: apply the repairs (under the store's lock, taken before anything is written).
         check_files: compare rows with the image files on disk (missing or changed files).
 
     Returns:
@@ -70,28 +75,21 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
         StoreError: no store at ``path`` or an unreadable manifest (nothing to verify against).
         StoreLockedError: ``repair`` while another process writes the store.
     """
-    try:
-        store = open_store(path)
-        manifest_problem = None
-    except ManifestError as exc:
-        if not repair:
-            raise
-        manifest_problem = exc.message
-        store = rebuild_manifest(path)
-    report = VerifyReport(str(store.path.resolve()))
-    if manifest_problem:
-        report.add("manifest", manifest_problem, True).repaired = True
-    lock = StoreLock(store.path, "verify --repair") if repair else None
-    lock_existed = (store.path / LOCK_NAME).exists()
-    if lock is not None:
-        lock.acquire()  # raises while a live process holds the lock; takes over a dead one's
-    if lock_existed:
-        stale = lock is not None or StoreLock(store.path, "verify").is_stale()
-        if stale:
-            report.add("stale-lock", "a lock file was left by a process that is gone", True).repaired = lock is not None
-        else:
-            report.add("in-use", "another vecmetric process is writing the store now; findings may be transient", False)
-    try:
+    path = Path(path)
+    lock = StoreLock(path, "verify --repair") if repair else None
+    lock_existed = (path / LOCK_NAME).exists()
+    with lock if lock is not None else contextlib.nullcontext():  # raises while a live process holds it
+        try:
+            store, manifest_problem = open_store(path), None
+        except ManifestError as exc:
+            if not repair:
+                raise
+            store, manifest_problem = rebuild_manifest(path), exc.message
+        report = VerifyReport(str(store.path.resolve()))
+        if manifest_problem:
+            report.add("manifest", manifest_problem, True).repaired = True
+        if lock_existed:
+            _report_lock(store, report, repair)
         _check_leftovers(store, report, repair)
         healthy = _check_parts(store, report, repair)
         table = store.read_table(META_COLUMNS, parts=healthy)
@@ -101,27 +99,31 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
         _check_manifest(store, report, repair, healthy)
         if all(f.repaired for f in report.findings if f.kind == "damaged-part"):
             _check_index(store, report, repair)
-    finally:
-        if lock is not None:
-            lock.release()
     return report
 
 
+def _report_lock(store, report: VerifyReport, repair: bool) -> None:
+    """A lock file was there when verify started: left by a dead process, or held by a live writer."""
+    if repair or StoreLock(store.path, "verify").is_stale():
+        report.add("stale-lock", "a lock file was left by a process that is gone", True).repaired = repair
+    else:
+        report.add("in-use", "another vecmetric process is writing the store now; findings may be transient", False)
+
+
 def _check_leftovers(store, report: VerifyReport, repair: bool) -> None:
-    for tmp in sorted(store.path.glob("_tmp-*.partial")) + sorted(store.index_dir.glob("_tmp-*.partial")):
-        if not is_dead_temporary(tmp):
-            continue  # a live process is writing it now
-        finding = report.add("temporary-file", f"{tmp.name} was left by an interrupted write", True)
-        if repair:
+    dead = [tmp for tmp in sorted(store.path.glob("_tmp-*.partial")) + sorted(store.index_dir.glob("_tmp-*.partial")) if is_dead_temporary(tmp)]
+    if not dead:
+        return  # live writers' temporaries are none of verify's business
+    finding = report.add("temporary-file", f"{len(dead)} temporary file(s) left by interrupted writes", True, [str(p) for p in dead])
+    if repair:
+        for tmp in dead:
             tmp.unlink(missing_ok=True)
-            finding.repaired = True
+        finding.repaired = True
 
 
 def _check_parts(store, report: VerifyReport, repair: bool) -> list[Path]:
     """Check each Parquet file; returns the readable ones."""
     import pyarrow.parquet as pq
-
-    from .store import store_schema
 
     expected = store_schema(store.dim)
     healthy = []
@@ -130,13 +132,15 @@ def _check_parts(store, report: VerifyReport, repair: bool) -> list[Path]:
         try:
             table = pq.read_table(part)
             if not table.schema.equals(expected, check_metadata=False):
-                problem = f"{part.name} has schema {table.schema.field('embedding').type if 'embedding' in table.schema.names else table.schema}, not the store's"
+                found = table.schema.field("embedding").type if "embedding" in table.schema.names else table.schema
+                problem = f"{part.name} has schema {found}, not the store's"
         except (OSError, ValueError) as exc:
             problem = f"{part.name} is damaged: {str(exc).splitlines()[0][:160]}"
         if problem is None:
             healthy.append(part)
             continue
-        finding = report.add("damaged-part", problem + " (its files will be embedded again by the next 'vecmetric embed')", True)
+        detail = problem + " (its files will be embedded again by the next 'vecmetric embed')"
+        finding = report.add("damaged-part", detail, True, [str(part)])
         if repair:
             quarantine = store.path / QUARANTINE_DIR
             quarantine.mkdir(exist_ok=True)
@@ -153,42 +157,31 @@ def _check_rows(store, table, report: VerifyReport, repair: bool, check_files: b
     models = table.column("model").to_pylist()
     doomed: set[int] = set()
 
-    seen_ids: set[int] = set()
+    seen_ids: dict[int, str] = {}
     shared_ids: set[int] = set()  # ids of several rows: deleting by such an id would take them all
     newest_by_path: dict[str, int] = {}
+    duplicate_paths: list[str] = []
     for row_id, path in sorted(zip(ids, paths)):
         if row_id in seen_ids:
-            report.add("duplicate-id", f"row id {row_id} appears more than once", False)
             shared_ids.add(row_id)
-        seen_ids.add(row_id)
+        seen_ids.setdefault(row_id, path)
         if path in newest_by_path:
             doomed.add(newest_by_path[path])
+            duplicate_paths.append(path)
         newest_by_path[path] = row_id
+    if shared_ids:
+        shared_paths = [p for i, p in zip(ids, paths) if i in shared_ids]
+        report.add("duplicate-id", f"{len(shared_ids)} row id(s) appear more than once: {sorted(shared_ids)[:5]}", False, shared_paths)
     if doomed:
-        report.add("duplicate-path", f"{len(doomed)} older duplicate rows of the same file", True)
+        report.add("duplicate-path", f"{len(doomed)} older duplicate rows of the same file", True, sorted(set(duplicate_paths)))
 
     foreign = {m for m in models if m != store.model["fingerprint"]}
     if foreign:
-        report.add("foreign-model", f"rows made by other models: {sorted(foreign)[:3]}", False)
+        foreign_paths = [p for p, m in zip(paths, models) if m in foreign]
+        report.add("foreign-model", f"{len(foreign_paths)} rows made by other models: {sorted(foreign)[:3]}", False, foreign_paths)
 
-    missing = changed = 0
     if check_files:
-        for row_id, path, size, mtime in zip(ids, paths, sizes, mtimes):
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                missing += 1
-                doomed.add(row_id)
-                continue
-            except OSError:
-                continue
-            if st.st_size != size or st.st_mtime_ns != mtime:
-                changed += 1
-        report.checked_files = len(paths)
-        if missing:
-            report.add("missing-file", f"{missing} rows point to files that no longer exist (orphaned vectors)", True)
-        if changed:
-            report.add("changed-file", f"{changed} files changed since they were embedded: run 'vecmetric embed' on their folder", False)
+        _check_files(ids, paths, sizes, mtimes, report, doomed)
     if repair and doomed:
         unsafe = doomed & shared_ids
         doomed -= unsafe
@@ -197,6 +190,29 @@ def _check_rows(store, table, report: VerifyReport, repair: bool, check_files: b
             if finding.kind in ("duplicate-path", "missing-file"):
                 finding.repaired = not unsafe
         report.rows -= len(doomed)
+
+
+def _check_files(ids, paths, sizes, mtimes, report: VerifyReport, doomed: set[int]) -> None:
+    """Rows whose file is gone (their ids join ``doomed``) or changed since it was embedded."""
+    missing: list[str] = []
+    changed: list[str] = []
+    for row_id, path, size, mtime in zip(ids, paths, sizes, mtimes):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            missing.append(path)
+            doomed.add(row_id)
+            continue
+        except OSError:
+            continue
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            changed.append(path)
+    report.checked_files = len(paths)
+    if missing:
+        report.add("missing-file", f"{len(missing)} rows point to files that no longer exist (orphaned vectors)", True, missing)
+    if changed:
+        detail = f"{len(changed)} files changed since they were embedded: run 'vecmetric embed' on their folder"
+        report.add("changed-file", detail, False, changed)
 
 
 def _check_manifest(store, report: VerifyReport, repair: bool, parts: list[Path]) -> None:
@@ -218,30 +234,20 @@ def _check_manifest(store, report: VerifyReport, repair: bool, parts: list[Path]
 
 
 def _check_index(store, report: VerifyReport, repair: bool) -> None:
-    from .index import build_index, index_is_current
-    from .index._hnsw import SIDECAR_NAME, HnswIndex
+    from .index import HnswIndex, IndexStatus, build_index, index_status
 
-    if not (store.index_dir / SIDECAR_NAME).is_file():
+    state = index_status(store)
+    if state.status is IndexStatus.MISSING:
         return
-    problem = None
-    try:
-        index = HnswIndex.load(store.index_dir)
-        if int(index.sidecar.get("dim", -1)) != store.dim:
-            problem = f"the index has dimension {index.sidecar.get('dim')}, the store {store.dim}"
-        elif index.sidecar.get("model_fingerprint") != store.model["fingerprint"] or index.sidecar.get("store_id") != store.manifest.get(
-            "store_id"
-        ):
-            problem = "the index was built from another store's vectors"
-        elif not index_is_current(store):
-            problem = "the index is out of step with the store"
-    except IndexStateError as exc:
-        problem = str(exc)
-    if problem is None:
-        return
-    finding = report.add("index", problem, True)
+    status, problem = state.status.value, state.reason
+    if state.usable:
+        try:
+            HnswIndex.load(store.index_dir)
+            return
+        except IndexStateError as exc:
+            status, problem = IndexStatus.DAMAGED.value, exc.message
+    finding = report.add("index", f"the index is {status}: {problem}", True)
     if repair:
-        build_index(store, rebuild="out of step" not in problem, take_lock=False)  # verify holds the lock
+        # verify holds the lock; a stale index is brought up to date, any other is rebuilt
+        build_index(store, rebuild=status != IndexStatus.STALE.value, take_lock=False)
         finding.repaired = True
-
-
-__all__ = ["Finding", "VerifyReport", "verify_store"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pytest
 import typer
+from _helpers import one_error_line
 from typer.testing import CliRunner
 
 from vecmetric import __version__
@@ -221,13 +222,9 @@ def test_python_m_vecmetric_version(run_vecmetric):
 
 
 def assert_clean_error(result, code: int, text: str) -> None:
-    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr}, exception: {result.exception!r}"
-    assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"want one error line, got: {result.stderr!r}"
-    assert lines[0].startswith("Error: "), lines[0]
-    assert text in lines[0], lines[0]
-    assert "Traceback" not in result.output
+    """One ``Error:`` line (the shared rule), a SystemExit rather than a crash, and nothing on stdout."""
+    one_error_line(result, code, text)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.stdout == ""
 
 
@@ -239,7 +236,7 @@ def test_input_errors_exit_3(runner, tmp_path, tiny_model, embedded):
     assert_clean_error(
         runner.invoke(app, ["search", str(tmp_path / "missing.png"), "--store", str(embedded)]), 3, "query image"
     )
-    assert_clean_error(runner.invoke(app, ["index", "--store", str(embedded), "--metric", "hamming"]), 3, "unknown metric 'hamming'")
+    assert_clean_error(runner.invoke(app, ["index", "--store", str(embedded), "--metric", "hamming"]), 3, "unknown --metric 'hamming'")
     assert_clean_error(runner.invoke(app, ["search", "-", "--store", str(embedded)], input="\n"), 3, "no queries")
     assert_clean_error(runner.invoke(app, ["search", str(tmp_path), "--store", str(embedded)]), 3, "is not a file")
     (tmp_path / "broken.png").write_bytes(b"oops")

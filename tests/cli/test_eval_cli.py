@@ -1,17 +1,13 @@
 """`vecmetric eval`: JSON keys, the table, a store's labelled rows, and bad input."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import TINY_MODEL, make_class_folders
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from _train_fixtures import TINY_MODEL, make_class_folders  # noqa: E402
-
-from vecmetric.cli._app import app  # noqa: E402
+from vecmetric.cli._app import app
 
 KEYS = [
     "precision_at_1",
@@ -67,7 +63,7 @@ def test_eval_table(data):
         (["{tmp}/missing", "--model", TINY_MODEL], 3, "does not exist"),
         ([], 3, "give DATA_DIR"),
         (["{data}", "--model", "timm:nope_not_a_model"], 4, "unknown timm model"),
-        (["{data}", "--model", TINY_MODEL, "--metric", "hamming"], 3, "unknown metric 'hamming'"),
+        (["{data}", "--model", TINY_MODEL, "--metric", "hamming"], 3, "unknown --metric 'hamming'"),
     ],
 )
 def test_eval_bad_input(data, tmp_path, args, code, message):
@@ -77,33 +73,14 @@ def test_eval_bad_input(data, tmp_path, args, code, message):
     assert result.stderr.startswith("Error:") and message in result.stderr
 
 
-class FakeStore:
-    """The store API eval relies on: ``open_store(path).read_table(columns=[...])`` -> pyarrow Table."""
+def test_eval_store_uses_its_labelled_rows_and_metric(tmp_path, fake_encoder, write_rows):
+    from vecmetric.store import create_store
 
-    metric = "l2"
-
-    def __init__(self, vectors, labels):
-        self.vectors, self.labels = vectors, labels
-
-    def read_table(self, columns):
-        import pyarrow as pa
-
-        dim = self.vectors.shape[1]
-        flat = pa.array(self.vectors.reshape(-1).astype(np.float32), type=pa.float32())
-        table = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(flat, dim), "label": pa.array(self.labels)})
-        return table.select(columns)
-
-
-def test_eval_store_uses_its_labelled_rows_and_metric(monkeypatch, tmp_path):
-    import types
-
-    # A stand-in module, so this test checks eval's side of the API whatever state vecmetric.store is in.
-    store_module = types.ModuleType("vecmetric.store")
-    monkeypatch.setitem(sys.modules, "vecmetric.store", store_module)
-    # The same points on a line as tests/train/test_metrics.py (known answers under l2), plus unlabelled rows.
+    # The same points on a line as tests/evaluate/test_metrics.py (known answers under l2), plus an unlabelled row.
     vectors = np.array([[0.0, 0], [1, 0], [2.5, 0], [10, 0], [11, 0], [13, 0], [100, 0], [5, 0]])
     labels = ["A", "A", "B", "B", "B", "A", "C", None]
-    monkeypatch.setattr(store_module, "open_store", lambda path: FakeStore(vectors, labels), raising=False)
+    store = create_store(tmp_path / "store", fake_encoder(2, metric="l2"))
+    write_rows(store, range(len(labels)), vectors, labels)
     result = run("eval", "--store", tmp_path / "store", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -114,10 +91,8 @@ def test_eval_store_uses_its_labelled_rows_and_metric(monkeypatch, tmp_path):
 
 
 def test_eval_of_a_real_store_matches_eval_of_its_folder(tmp_path, data):
-    try:
-        from vecmetric.store import embed_directory
-    except ImportError as exc:
-        pytest.skip(f"vecmetric.store is not usable in this tree yet: {exc}")
+    from vecmetric.store import embed_directory
+
     embed_directory(data, tmp_path / "store", model=TINY_MODEL, device="cpu", workers=0)
     from_store = run("eval", "--store", tmp_path / "store", "--json")
     from_folder = run("eval", data, "--model", TINY_MODEL, "--device", "cpu", "--workers", "0", "--json")

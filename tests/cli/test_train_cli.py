@@ -3,28 +3,18 @@
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
+from _helpers import TINY_MODEL, make_class_folders, one_error_line
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from _train_fixtures import TINY_MODEL, make_class_folders  # noqa: E402
-
-from vecmetric.cli._app import app  # noqa: E402
+from vecmetric.cli._app import app
 
 FAST = ["--model", TINY_MODEL, "--image-size", "32", "--batch-size", "8", "--m-per-class", "2", "--epochs", "1", "--device", "cpu"]
 
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_error_line(result, code, pattern):
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and re.search(pattern, errors[0]), result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +54,9 @@ def test_train_table_output_and_resume_of_a_finished_run(cli_run):
 def test_run_dir_holding_a_different_run(cli_run):
     data, run_dir, _ = cli_run
     result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05", "--margin", "0.5")
-    assert_one_error_line(result, 7, r"holds a different run \(margin 0.2 -> 0.5\)")
+    one_error_line(result, 7, pattern=r"holds a different run \(margin 0.2 -> 0.5\)")
     result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05")
-    assert_one_error_line(result, 7, "already holds this run.*--resume")
+    one_error_line(result, 7, pattern="already holds this run.*--resume")
 
 
 @pytest.mark.parametrize(
@@ -84,12 +74,12 @@ def test_run_dir_holding_a_different_run(cli_run):
 def test_bad_input_is_one_error_line_with_its_exit_code(tmp_path, classes, per_class, extra, code, pattern):
     data = make_class_folders(tmp_path / "data", classes=classes, per_class=per_class)
     result = run("train", data, "--out", tmp_path / "run", *FAST, *extra)  # a repeated option's last value wins
-    assert_one_error_line(result, code, pattern)
+    one_error_line(result, code, pattern=pattern)
 
 
 def test_missing_data_folder_is_an_input_error(tmp_path):
     result = run("train", tmp_path / "nope", "--out", tmp_path / "run", *FAST)
-    assert_one_error_line(result, 3, "does not exist")
+    one_error_line(result, 3, "does not exist")
 
 
 def test_help_documents_every_option_with_its_default():

@@ -8,13 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from vecmetric.errors import IndexStateError
+from vecmetric.errors import IndexStateError, InputError
 from vecmetric.index import (
     HnswIndex,
     IndexParams,
+    IndexStatus,
     build_index,
     exact_search,
-    index_is_current,
+    index_status,
     load_current_index,
     pairwise_distances,
     recall_at_k,
@@ -119,10 +120,10 @@ def vector_store(tmp_path, fake_encoder, write_rows, clustered_vectors):
 @pytest.mark.parametrize("metric", METRICS)
 def test_build_index_on_a_store(metric, vector_store):
     store, vectors = vector_store(metric)
-    assert not index_is_current(store)
+    assert not index_status(store).usable
     result = build_index(store, metric=metric, m=16, ef_construction=200, ef=100)
     assert (result.metric, result.count, result.added, result.deleted, result.rebuilt) == (metric, 3000, 3000, 0, True)
-    assert index_is_current(store)
+    assert index_status(store).usable
 
     sidecar = json.loads((store.index_dir / "index.json").read_text())
     assert sidecar["metric"] == metric and sidecar["dim"] == 32 and sidecar["M"] == 16
@@ -144,13 +145,13 @@ def test_incremental_update_adds_and_marks_deleted(vector_store, write_rows, clu
     write_rows(store, range(2000, 2300), extra)
     doomed = list(range(0, 2000, 7))  # 286 rows, spread over both parts
     assert store.delete_ids(doomed) == len(doomed)
-    assert not index_is_current(store)
+    assert not index_status(store).usable
 
     result = build_index(store)
     assert not result.rebuilt
     assert result.added == 300 and result.deleted == len(doomed)
     assert result.count == 2300 - len(doomed) == store.count()
-    assert index_is_current(store)
+    assert index_status(store).usable
     sidecar = json.loads((store.index_dir / "index.json").read_text())
     assert sidecar["deleted"] == len(doomed) and sidecar["count"] == result.count
 
@@ -193,12 +194,12 @@ def test_index_goes_stale_after_embed(image_folder, tmp_path, tiny_model):
     embed_directory(image_folder, store_path, model=tiny_model, device="cpu", workers=0)
     store = open_store(store_path)
     build_index(store)
-    assert index_is_current(store)
+    assert index_status(store).usable
     (image_folder / "class_00" / "img_000.png").unlink()
     embed_directory(image_folder, store_path, model=tiny_model, device="cpu", workers=0)
-    assert not index_is_current(store)
+    assert not index_status(store).usable
     index = load_current_index(store)  # brought up to date, never silently stale
-    assert index_is_current(store) and index.count == 11
+    assert index_status(store).usable and index.count == 11
 
 
 def test_damaged_sidecar_is_refused_then_rebuilt(vector_store):
@@ -208,9 +209,9 @@ def test_damaged_sidecar_is_refused_then_rebuilt(vector_store):
     sidecar.write_text("{ not json")
     with pytest.raises(IndexStateError, match="damaged"):
         HnswIndex.load(store.index_dir)
-    assert not index_is_current(store)
+    assert not index_status(store).usable
     index = load_current_index(store)
-    assert index.count == 400 and index_is_current(store)
+    assert index.count == 400 and index_status(store).usable
 
 
 def test_missing_or_mismatched_index_files(vector_store):
@@ -240,19 +241,20 @@ def test_index_copied_from_another_store(vector_store):
     b.write_manifest(model={**b.model, "fingerprint": "other-0123456789abcdef", "spec": "test:other"})
     build_index(a)
     shutil.copytree(a.index_dir, b.index_dir)
-    # Another store's snapshot: stale, and the update sees the other model and rebuilds.
-    assert not index_is_current(b)
+    # Another store's index: foreign (not merely stale), so the update rebuilds it.
+    assert index_status(b).status is IndexStatus.FOREIGN
     assert build_index(b).rebuilt
 
-    # Even with a forged snapshot, the model fingerprint gives it away.
+    # Even with a forged snapshot, the model fingerprint gives it away, and search's loader rebuilds it.
     shutil.rmtree(b.index_dir)
     shutil.copytree(a.index_dir, b.index_dir)
     side = json.loads((b.index_dir / "index.json").read_text())
     side["store_snapshot"] = b.snapshot()
     (b.index_dir / "index.json").write_text(json.dumps(side))
-    assert index_is_current(b)
-    with pytest.raises(IndexStateError, match="another store"):
-        load_current_index(b)
+    state = index_status(b)
+    assert state.status is IndexStatus.FOREIGN and "another store" in state.reason
+    index = load_current_index(b)
+    assert index.sidecar["model_fingerprint"] == b.model["fingerprint"] and index_status(b).usable
 
 
 def test_empty_store_index(tmp_path, fake_encoder):
@@ -265,5 +267,5 @@ def test_empty_store_index(tmp_path, fake_encoder):
 
 def test_unknown_metric(vector_store):
     store, _ = vector_store("cosine", n=50)
-    with pytest.raises(IndexStateError, match="unknown metric"):
+    with pytest.raises(InputError, match="unknown --metric .hamming."):
         build_index(store, metric="hamming")

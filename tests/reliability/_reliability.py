@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _helpers import TINY_MODEL, one_error_line  # noqa: F401  (re-exported for the reliability tests)
 
 from vecmetric.store import open_store
 
-TINY_MODEL = "timm:test_efficientnet@random"
 NOBODY = 65534
 
 # What every test in this folder found, summed up at the end of the session (kill points tried...).
@@ -335,13 +335,3 @@ def readable_by_all(path: Path) -> None:
         os.chmod(root, 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)
-
-
-def one_error_line(done, code: int, *needles: str) -> str:
-    """Assert the command exited ``code`` with exactly one ``Error:`` line containing ``needles``; return it."""
-    assert done.code == code, f"exit {done.code}\n{done.err}"
-    lines = done.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in done.err, done.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]

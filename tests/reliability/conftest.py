@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _reliability import NOBODY, TALLY, TINY_MODEL, ForkServer, Gallery, Unprivileged, embed_in_process, make_gallery
 
 

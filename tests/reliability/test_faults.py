@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-
+from _helpers import one_error_line
 from _reliability import (
     assert_readable,
     assert_same_store,
@@ -28,19 +28,9 @@ from _reliability import (
     readable_by_all,
     rows_by_path,
 )
+
 from vecmetric.store import open_store
 from vecmetric.verify import verify_store
-
-
-def one_error_line(done, code: int, *needles: str) -> str:
-    """The run exited ``code`` with exactly one ``Error:`` line on stderr, containing each needle."""
-    assert done.code == code, f"exit {done.code}, wanted {code}\n{done.err[-3000:]}"
-    lines = [line for line in done.err.strip().splitlines() if line.strip()]
-    assert "Traceback" not in done.err, done.err
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def wait_until(predicate, child, timeout: float = 60) -> None:

@@ -13,10 +13,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+from _reliability import draw, embed_args, rows_by_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _reliability import draw, embed_args, rows_by_path
 from vecmetric.encoders import PreprocessConfig
 from vecmetric.images import ImageDecodeError, decode_and_preprocess
 
@@ -47,13 +47,13 @@ SEEDS = {
 
 
 def outcome(data: bytes) -> str:
-    """'ok' or 'skip'; anything else (another exception, a wrong tensor) fails the test."""
+    """"ok" or "skip"; anything else (another exception, a wrong array) fails the test."""
     try:
-        tensor = decode_and_preprocess(data, PRE, seconds=10)
+        pixels = decode_and_preprocess(data, PRE, seconds=10)
     except ImageDecodeError as exc:
         assert str(exc)  # a reason to report
         return "skip"
-    assert tuple(tensor.shape) == (3, 32, 32) and str(tensor.dtype) == "torch.uint8"
+    assert pixels.shape == (3, 32, 32) and str(pixels.dtype) == "uint8"
     return "ok"
 
 
@@ -278,9 +278,10 @@ def test_time_limit_cuts_a_slow_decoder(monkeypatch):
 def test_slow_image_is_skipped_by_embed_and_the_rest_embedded(monkeypatch, model32, tmp_path):
     import functools
 
-    import vecmetric.images as images
-    import vecmetric.store._embed as embed_module
     from _reliability import embed_in_process
+
+    import vecmetric.engines.local as engine_module
+    import vecmetric.images as images
 
     folder = tmp_path / "images"
     paths = [draw(folder / f"img_{i}.png", 400 + i) for i in range(4)]
@@ -293,7 +294,7 @@ def test_slow_image_is_skipped_by_embed_and_the_rest_embedded(monkeypatch, model
         return real(data, *args, **kwargs)
 
     monkeypatch.setattr(images, "decode_image", sometimes_slow)
-    monkeypatch.setattr(embed_module, "decode_and_preprocess", functools.partial(images.decode_and_preprocess, seconds=0.5))
+    monkeypatch.setattr(engine_module, "decode_and_preprocess", functools.partial(images.decode_and_preprocess, seconds=0.5))
     started = time.monotonic()
     result = embed_in_process(folder, tmp_path / "store", model32)
     assert time.monotonic() - started < 20

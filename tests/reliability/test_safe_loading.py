@@ -9,8 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from _reliability import one_error_line, embed_args
+from _reliability import embed_args, one_error_line
 
 
 class Payload:

@@ -128,12 +128,22 @@ def test_workers_decode_in_parallel_to_the_same_vectors(image_folder, tmp_path, 
 
 
 def test_small_flushes_write_many_parts(image_folder, store_path, tiny_model):
+    from vecmetric.progress import Reporter
+
     events = []
-    result = embed(image_folder, store_path, tiny_model, batch_size=2, flush_rows=4, progress=lambda e, d: events.append((e, d)))
+
+    class Recording(Reporter):
+        def start(self, task, total=None):
+            events.append(("start", task, total))
+
+        def advance(self, n=1, **fields):
+            events.append(("advance", n))
+
+    result = embed(image_folder, store_path, tiny_model, batch_size=2, flush_rows=4, reporter=Recording())
     store = open_store(store_path)
     assert len(store.parts()) == 3 and store.count() == 12 == result.rows
-    assert events[0] == ("start", {"total": 12, "unchanged": 0})
-    assert sum(d["n"] for e, d in events if e == "advance") == 12
+    assert events[0] == ("start", "Embedding", 12)
+    assert [e for e in events if e[0] == "advance"] == [("advance", 2)] * 6
 
 
 # --- incremental runs -------------------------------------------------------------------------
@@ -380,13 +390,12 @@ def test_scan_folder(image_folder, tmp_path):
 
 # --- killed runs ------------------------------------------------------------------------------
 
-# Runs the real CLI, but flushes after every batch and sleeps after each part write,
+# Runs the real CLI, but writes a part for every batch and sleeps after each part write,
 # so a kill lands while parts are being written.
 SLOW_FLUSHING_CLI = """
-import sys, time
-import vecmetric.store._embed as embed_module
-from vecmetric.store._store import Store
-embed_module.FLUSH_SECONDS = -1.0
+import os, sys, time
+os.environ["VECMETRIC_FLUSH_ROWS"] = "4"  # one part per batch of 4
+from vecmetric.store import Store
 _append = Store.append
 def slow_append(self, rows):
     out = _append(self, rows)

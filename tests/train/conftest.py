@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_fixtures import RecordingReporter, fast_options, make_class_folders  # noqa: E402
+from _helpers import RecordingReporter, fast_options, make_class_folders
 
 
 @pytest.fixture

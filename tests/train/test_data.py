@@ -1,12 +1,13 @@
-"""Scanning class folders, the class-level split, and training samples."""
+"""The class-level split and training samples."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pytest
-from vecmetric.errors import InputError, TrainError
-from vecmetric.train import parse_val_classes, scan_class_folders, split_classes
+from vecmetric.errors import TrainError
+from vecmetric.evaluate import scan_class_folders
+from vecmetric.train import parse_val_classes, split_classes
 from vecmetric.train.data import TrainImages
 
 
@@ -37,32 +38,6 @@ def test_explicit_val_classes_and_their_errors():
     assert parse_val_classes("0.25") == 0.25
     with pytest.raises(TrainError, match="fraction"):
         parse_val_classes("1.5")
-
-
-def test_scan_skips_unreadable_images_and_single_image_classes(class_folders):
-    (class_folders / "class_00" / "broken.png").write_bytes(b"not a png")
-    (class_folders / "class_01" / "empty.jpg").write_bytes(b"")
-    lonely = class_folders / "lonely"
-    lonely.mkdir()
-    (class_folders / "class_02" / "img_00.png").rename(lonely / "only.png")
-    (class_folders / "notes.txt").write_text("ignored")
-    (class_folders / ".hidden").mkdir()
-    images = scan_class_folders(class_folders)
-    assert "lonely" not in images.class_names and images.single_image_classes == ["lonely"]
-    assert sorted(p.rsplit("/", 1)[-1] for p, _ in images.skipped) == ["broken.png", "empty.jpg"]
-    assert len(images) == 6 * 4 - 1
-    messages = images.skip_messages()
-    assert any("skipped 2 unreadable image(s)" in m for m in messages)
-    assert any("single image" in m and "lonely" in m for m in messages)
-    assert "lonely" in scan_class_folders(class_folders, min_images_per_class=1).class_names
-
-
-def test_scan_of_a_missing_or_empty_folder_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
-        scan_class_folders(tmp_path / "nope")
-    (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(InputError, match="no class subfolders"):
-        scan_class_folders(tmp_path / "empty")
 
 
 def test_training_samples_depend_only_on_their_seed(class_folders):

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from _train_fixtures import RecordingReporter, fast_options, make_class_folders
+from _helpers import RecordingReporter, fast_options, make_class_folders
 from PIL import Image
 from safetensors.torch import load_file
 
 from vecmetric.errors import TrainError
-from vecmetric.train import train
-from vecmetric.train import image_cache
-from vecmetric.train.data import TrainImages, scan_class_folders
+from vecmetric.evaluate import scan_class_folders
+from vecmetric.train import image_cache, train
+from vecmetric.train.data import TrainImages
 from vecmetric.train.image_cache import build_image_cache, plan_image_cache
 
 

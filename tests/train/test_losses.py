@@ -83,12 +83,13 @@ def test_unknown_choices_raise_train_error():
 def test_counting_every_triplet_by_masks_equals_listing_them(metric, n):
     from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-    from vecmetric.train.losses import active_triplet_counts, build_distance
+    from vecmetric.distances import pml_distance
+    from vecmetric.train.losses import active_triplet_counts
 
     generator = torch.Generator().manual_seed(n)
     embeddings = torch.nn.functional.normalize(torch.randn(n, 8, generator=generator), dim=1)
     labels = torch.randint(0, max(3, n // 10), (n,), generator=generator)
-    distance = build_distance(metric)
+    distance = pml_distance(metric)
     counted = active_triplet_counts(embeddings, labels, None, distance, 0.1)
     listed = active_triplet_counts(embeddings, labels, lmu.get_all_triplets_indices(labels), distance, 0.1)
     assert [float(x) for x in counted] == [float(x) for x in listed]

@@ -5,13 +5,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from _train_fixtures import TINY_MODEL, RecordingReporter, fast_options, make_class_folders
+from _helpers import TINY_MODEL, RecordingReporter, fast_options, make_class_folders
 from safetensors.torch import load_file
 
 from vecmetric.encoders import load_encoder, save_checkpoint
 from vecmetric.errors import TrainError
-from vecmetric.train import TrainOptions, evaluate, train
-from vecmetric.train.loop import build_training_model
+from vecmetric.evaluate import evaluate
+from vecmetric.train import TrainOptions, train
+from vecmetric.train.setup import build_training_model
 
 VAL = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -149,19 +150,23 @@ def test_bad_input_raises_one_train_error(tmp_path, classes, per_class, options,
     assert not (tmp_path / "run").exists()
 
 
-def test_a_worker_error_becomes_one_line():
-    from vecmetric.train.loop import _batches
+def test_a_file_broken_during_training_stops_the_run_with_one_line(tmp_path):
+    """A training image that breaks after the scan is read by a real DataLoader worker process: the run
+    stops with one TrainError naming the file, carried as a typed value (no traceback text to parse)."""
+    data = make_class_folders(tmp_path / "data")
+    broken = data / "class_00" / "img_01.png"
 
-    def failing_loader():
-        yield "batch"
-        raise TrainError(
-            "Caught TrainError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-            '  File "x.py", line 1, in <module>\nvecmetric.errors.TrainError: cannot read a.png during training'
-        )
+    class BreakAfterValidation(RecordingReporter):
+        def finished(self, task, summary):
+            super().finished(task, summary)
+            if summary["epoch"] == 0:  # scanned and validated: now the file changes under the run
+                broken.write_bytes(b"this is no longer a png")
 
     with pytest.raises(TrainError) as info:
-        list(_batches(failing_loader()))
-    assert str(info.value) == "cannot read a.png during training"
+        train(data, tmp_path / "run", fast_options(workers=1, cache="off", epochs=2), BreakAfterValidation())
+    message = str(info.value)
+    assert message.startswith(f"cannot read {broken} during training (changed since the scan?): ") and "\n" not in message
+    assert "not an image" in message or "corrupt" in message
 
 
 @pytest.mark.parametrize("freeze_bn", [True, False])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import embed, eval as eval_cmd, index, info, models, search, train, verify
+from ..errors import EXIT_CODES
+from . import embed, index, info, models, search, train, verify
+from . import eval as eval_cmd
 
 app = typer.Typer(
     name="vecmetric",
@@ -22,14 +24,11 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(help="Deep metric learning and vector search over images.\n\nExit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + ".")
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """Deep metric learning and vector search over images.
-
-    Exit codes: 0 ok, 1 other error, 2 bad usage, 3 bad input, 4 model, 5 store, 6 index, 7 training, 8 store locked by another process, 9 verify found problems that remain, 130 interrupted.
-    """
+    """The root: options that apply to every command."""
 
 
 for module in (embed, index, search, info, verify, models, train, eval_cmd):

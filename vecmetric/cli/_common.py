@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import typer
 
-from ..errors import VecmetricError
+from ..errors import INTERRUPTED_EXIT_CODE, VecmetricError
 
 
 class _LazyConsole:
@@ -93,7 +93,7 @@ def handle_errors(func: Callable) -> Callable:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             stderr.print("[bold red]Interrupted:[/bold red] work finished so far is kept; run the command again to continue.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except BrokenPipeError:
             # stdout closed early (| head): not an error.
             devnull = os.open(os.devnull, os.O_WRONLY)

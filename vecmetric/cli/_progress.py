@@ -1,55 +1,91 @@
-"""A rich progress bar on stderr that the library drives through a ``progress(event, data)`` callback."""
+"""``RichReporter``: the library's progress protocol drawn as a rich progress bar on stderr."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import Any
 
-from ._common import escape, stderr
+from ..progress import Reporter
+from ._common import escape, stderr, warn
 
 
-@contextlib.contextmanager
-def progress_bar(description: str, unit: str = "images", quiet: bool = False) -> Iterator:
-    """Yield a ``progress(event, data)`` callback showing items done, rate and ETA.
+class RichReporter(Reporter):
+    """A bar per phase with count, rate, elapsed time and ETA; log lines print above it.
 
-    The bar appears on the first ``start`` event, so work that turns out to be
-    unnecessary (or fails early) prints nothing.
+    The bar appears at the first ``start``, so work that turns out to be unnecessary (or fails
+    early) prints nothing. ``quiet`` hides the bar and log lines but keeps warnings.
+
+    Args:
+        unit: what is counted, for the rate (``images``, ``vectors``, ``steps``).
+        quiet: draw no bar and print no log lines.
+        transient: remove the bar when it stops (training draws one per epoch).
     """
-    state: dict = {}
 
-    def callback(event: str, data: dict) -> None:
-        if quiet:
+    def __init__(self, unit: str = "images", quiet: bool = False, transient: bool = False):
+        self.unit = unit
+        self.quiet = quiet
+        self.transient = transient
+        self._bar = None
+        self._task = None
+        self._fields: dict[str, Any] = {}
+
+    def _ensure_bar(self):
+        if self._bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[figures]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=stderr.get(),
+                transient=self.transient,
+            )
+            self._bar.start()
+        return self._bar
+
+    def start(self, task: str, total: int | None = None) -> None:
+        if self.quiet:
             return
-        if event == "start":
-            if "bar" not in state:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        bar = self._ensure_bar()
+        if self._task is not None:
+            bar.remove_task(self._task)
+        self._task = bar.add_task(task, total=total, figures="")
+        self._fields = {}
 
-                bar = Progress(
-                    TextColumn("[bold]{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TaskProgressColumn(),
-                    TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(),
-                    TextColumn("ETA"),
-                    TimeRemainingColumn(),
-                    console=stderr.get(),
-                )
-                bar.start()
-                state["bar"], state["task"] = bar, bar.add_task(description, total=None, rate="")
-            state["bar"].update(state["task"], total=data["total"])
-        elif "bar" in state and event == "advance":
-            bar, task = state["bar"], state["task"]
-            bar.advance(task, data["n"])
-            speed = bar.tasks[task].speed
-            if speed:
-                bar.update(task, rate=f"{speed:,.1f} {unit}/s")
-        elif event == "log":
-            console = state["bar"].console if "bar" in state else stderr
-            console.print(f"[yellow]{escape(data['message'])}[/yellow]", highlight=False, soft_wrap=True)
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        if self._bar is None or self._task is None:
+            return
+        self._bar.advance(self._task, n)
+        self._fields.update(fields)
+        figures = [f"{key} {value:.4f}" for key, value in self._fields.items()]
+        speed = next(task.speed for task in self._bar.tasks if task.id == self._task)
+        if speed:
+            figures.append(f"{speed:,.1f} {self.unit}/s")
+        self._bar.update(self._task, figures="  ".join(figures))
 
-    try:
-        yield callback
-    finally:
-        if "bar" in state:
-            state["bar"].stop()
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        console = self._bar.console if self._bar is not None else stderr
+        console.print(escape(message), highlight=False, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(f"[yellow]Warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+        else:
+            warn(message)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self._task = None
+
+    def __enter__(self) -> "RichReporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

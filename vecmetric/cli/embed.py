@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path
-from ._progress import progress_bar
+from ._progress import RichReporter
 
 MAX_LISTED_SKIPS = 10
 
@@ -38,7 +38,7 @@ def embed_command(
     """
     from ..store import embed_directory
 
-    with progress_bar("Embedding", quiet=quiet) as progress:
+    with RichReporter(unit="images", quiet=quiet) as reporter:
         result = embed_directory(
             folder,
             store_path(store),
@@ -47,7 +47,7 @@ def embed_command(
             precision=precision,
             batch_size=batch_size,
             workers=workers,
-            progress=progress,
+            reporter=reporter,
             allow_pickle_files=allow_pickle_files,
             decode=decode,
         )

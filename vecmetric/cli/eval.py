@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._common import DeviceOption, JsonOption, handle_errors, print_json, stderr, stdout, warn
+from ._common import DeviceOption, JsonOption, handle_errors, print_json, stdout
+from ._progress import RichReporter
 
 _ROWS = (
     ("precision_at_1", "precision@1"),
@@ -36,30 +37,9 @@ def eval_command(
     class has no other image is not a query. Metrics as in "A Metric Learning Reality Check"
     (Musgrave et al. 2020), computed by pytorch-metric-learning's AccuracyCalculator.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from ..evaluate import evaluate
 
-    from ..errors import InputError
-    from ..train import evaluate
-
-    if store is None and data_dir is None:
-        raise InputError("give DATA_DIR (one subfolder per class) or --store STORE")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
-    if image_size is not None and image_size < 16:
-        raise InputError(f"--image-size must be at least 16, not {image_size}")
-    progress = Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr.get(), transient=True
-    )
-    task = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:  # started lazily, so an early error prints no empty progress line
-            progress.start()
-            task = progress.add_task("embed", total=total)
-        progress.update(task, completed=done)
-
-    try:
+    with RichReporter(unit="images", transient=True) as reporter:
         result = evaluate(
             data_dir,
             model,
@@ -69,12 +49,8 @@ def eval_command(
             device=device,
             workers=workers,
             image_size=image_size,
-            on_warning=warn,
-            on_progress=on_progress,
+            reporter=reporter,
         )
-    finally:
-        if task is not None:
-            progress.stop()
     if json_out:
         print_json(result)
         return

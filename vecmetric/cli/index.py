@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import JsonOption, StoreOption, handle_errors, print_json, stdout, store_path
-from ._progress import progress_bar
+from ._progress import RichReporter
 
 
 @handle_errors
@@ -23,16 +23,15 @@ def index_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build the store's HNSW index, or bring it up to date (new rows added, removed rows marked deleted)."""
-    from ..encoders import METRICS
-    from ..errors import InputError
+    from ..distances import get_metric
     from ..index import build_index
     from ..store import open_store
 
-    if metric is not None and metric not in METRICS:
-        raise InputError(f"unknown metric {metric!r}", hint="choose cosine, ip or l2")
+    if metric is not None:
+        get_metric(metric)
     st = open_store(store_path(store))
-    with progress_bar("Indexing", unit="vectors", quiet=quiet) as progress:
-        result = build_index(st, metric=metric, m=m, ef_construction=ef_construction, ef=ef, rebuild=rebuild, threads=threads, progress=progress)
+    with RichReporter(unit="vectors", quiet=quiet) as reporter:
+        result = build_index(st, metric=metric, m=m, ef_construction=ef_construction, ef=ef, rebuild=rebuild, threads=threads, reporter=reporter)
     if json_out:
         print_json(result.to_dict())
     else:

@@ -9,7 +9,7 @@ from typing import List
 import typer
 
 from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, handle_errors, print_json, stdout, store_path
-from ._progress import progress_bar
+from ._progress import RichReporter
 
 
 def _read_queries(queries: list[str]) -> list[str]:
@@ -44,7 +44,7 @@ def search_command(
     from ..index import search_store
 
     items = _read_queries(queries)
-    with progress_bar("Updating index", unit="vectors", quiet=json_out) as progress:
+    with RichReporter(unit="vectors", quiet=json_out) as reporter:
         results = search_store(
             store_path(store),
             items,
@@ -54,7 +54,7 @@ def search_command(
             text=text,
             model=model,
             device=device,
-            progress=progress,
+            reporter=reporter,
             allow_pickle_files=allow_pickle_files,
         )
     if json_out:

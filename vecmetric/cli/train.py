@@ -7,89 +7,22 @@ from typing import Any
 
 import typer
 
-from ._common import DeviceOption, JsonOption, handle_errors, print_json, stderr, stdout, warn
-
-_METRIC_COLUMNS = (
-    ("precision_at_1", "P@1"),
-    ("r_precision", "R-prec"),
-    ("mean_average_precision_at_r", "MAP@R"),
-)
+from ..errors import INTERRUPTED_EXIT_CODE
+from ._common import DeviceOption, JsonOption, handle_errors, print_json, stderr, stdout
+from ._progress import RichReporter
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-class RichReporter:
-    """Training progress on stderr: a bar per epoch, one line per finished epoch."""
-
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=stderr.get(),
-            transient=True,
-        )
-        self.task = None
-        self.started = False
-
-    def _ensure_started(self) -> None:
-        if not self.started:
-            self.progress.start()
-            self.started = True
-
-    def warn(self, message: str) -> None:
-        warn(message)
-
-    def log(self, message: str) -> None:
-        stderr.print(message, markup=False)
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self._ensure_started()
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-")
-
-    def advance(self, loss: float | None) -> None:
-        if self.task is not None:
-            fields = {"loss": f"{loss:.4f}"} if loss is not None else {}
-            self.progress.update(self.task, advance=1, **fields)
-
-    def start_eval(self, images: int) -> None:
-        self._ensure_started()
-        if self.task is not None:
-            self.progress.update(self.task, description=f"validating {images} images")
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        parts = [f"epoch {record['epoch']}"]
-        if record.get("loss") is not None:
-            parts.append(f"loss {record['loss']:.4f}  active {record['active_triplets']:.3f}")
-        else:
-            parts.append("before training")
-        for key, label in _METRIC_COLUMNS:
-            if record.get(key) is not None:
-                parts.append(f"{label} {record[key]:.4f}")
-        if record.get("train_images_per_s"):
-            parts.append(f"{record['train_images_per_s']:.1f} img/s")
-        (self.progress.console if self.started else stderr).print("  ".join(parts), markup=False, highlight=False, soft_wrap=True)
-
-    def close(self) -> None:
-        if self.started:
-            self.progress.stop()
-            self.started = False
-
-
 def _history_table(history: list[dict[str, Any]], best_epoch: int):
     from rich.table import Table
 
+    from ..train.loop import VAL_LABELS
+
     table = Table(title="training", title_justify="left")
-    for name in ("epoch", "loss", "active", *[label for _, label in _METRIC_COLUMNS], "img/s"):
+    for name in ("epoch", "loss", "active", *[label for _, label in VAL_LABELS], "img/s"):
         table.add_column(name, justify="right")
     for row in history:
         mark = " *" if row["epoch"] == best_epoch else ""
@@ -97,7 +30,7 @@ def _history_table(history: list[dict[str, Any]], best_epoch: int):
             f"{row['epoch']}{mark}",
             _fmt(row.get("loss")),
             _fmt(row.get("active_triplets"), 3),
-            *[_fmt(row.get(key)) for key, _ in _METRIC_COLUMNS],
+            *[_fmt(row.get(key)) for key, _ in VAL_LABELS],
             _fmt(row.get("train_images_per_s"), 1),
         )
     return table
@@ -141,6 +74,7 @@ def train_command(
     --out, which then works as --model for embed, search and eval.
     """
     from ..train import TrainOptions, train
+    from ..train.loop import VAL_LABELS
 
     options = TrainOptions(
         model=model,
@@ -168,7 +102,7 @@ def train_command(
         precision=precision,
         resume=resume,
     )
-    reporter = RichReporter()
+    reporter = RichReporter(unit="images", transient=True)
     try:
         result = train(data_dir, out, options, reporter)
     except KeyboardInterrupt:
@@ -177,7 +111,7 @@ def train_command(
             f"[bold red]Interrupted:[/bold red] the last finished epoch is kept in {out}/last; "
             "run the same command with --resume to continue."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     finally:
         reporter.close()
     if not result.is_main:  # another DDP process: rank zero prints the summary
@@ -187,8 +121,8 @@ def train_command(
         "run_dir": str(result.run_dir),
         "best_epoch": result.best_epoch,
         "epochs": result.last.get("epoch", 0),
-        **{f"before_{key}": before.get(key) for key, _ in _METRIC_COLUMNS},
-        **{key: result.best.get(key) for key, _ in _METRIC_COLUMNS},
+        **{f"before_{key}": before.get(key) for key, _ in VAL_LABELS},
+        **{key: result.best.get(key) for key, _ in VAL_LABELS},
         "train_images_per_s": result.train_images_per_s,
     }
     if json_out:
@@ -201,7 +135,7 @@ def train_command(
     table.add_column("validation")
     table.add_column("before", justify="right")
     table.add_column("best", justify="right")
-    for key, label in _METRIC_COLUMNS:
+    for key, label in VAL_LABELS:
         table.add_row(label, _fmt(before.get(key)), _fmt(result.best.get(key)))
     stdout.print(table)
 

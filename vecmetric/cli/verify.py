@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ..errors import PROBLEMS_REMAIN_EXIT_CODE
 from ._common import JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path
 
-PROBLEMS_REMAIN = 9
+LISTED_PATHS = 5
 
 
 @handle_errors
@@ -25,7 +26,8 @@ def verify_command(
     locks, and an index out of step, damaged or from another store. With --repair, damaged
     Parquet files move to STORE/_quarantine/ (their images are embedded again by the next
     'embed'), orphaned and duplicate rows are dropped, and the index is updated or rebuilt
-    from the stored vectors. Exits 0 when all is well (or repaired), 9 when problems remain.
+    from the stored vectors. Each finding names the files or rows it concerns (the first few;
+    --json lists them all under "paths"). Exits 0 when all is well (or repaired), 9 when problems remain.
     """
     from ..verify import verify_store
 
@@ -38,10 +40,14 @@ def verify_command(
         for f in report.findings:
             state = "[green]repaired[/green]" if f.repaired else ("[yellow]repairable[/yellow]" if f.repairable else "[red]needs you[/red]")
             stdout.print(f"{state} {f.kind}: {escape(f.detail)}", highlight=False)
+            for path in f.paths[:LISTED_PATHS]:
+                stdout.print(f"    {escape(path)}", highlight=False)
+            if len(f.paths) > LISTED_PATHS:
+                stdout.print(f"    ... and {len(f.paths) - LISTED_PATHS} more (--json lists them all)", highlight=False)
     if not report.ok:
         if any(f.repairable and not f.repaired for f in report.findings):
             stderr.print("run 'vecmetric verify --repair' to fix what can be fixed without re-embedding")
-        raise typer.Exit(PROBLEMS_REMAIN)
+        raise typer.Exit(PROBLEMS_REMAIN_EXIT_CODE)
 
 
 def register(app: typer.Typer) -> None:

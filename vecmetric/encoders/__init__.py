@@ -1,8 +1,8 @@
 """Encoders: one registry of sources and one factory, ``load_encoder(spec)``."""
 
 from ._checkpoint import is_checkpoint_dir, load_checkpoint, read_checkpoint_config, save_checkpoint
-from ._config import METRICS, ArchitectureConfig, PreprocessConfig
-from ._device import resolve_device, resolve_precision
+from ._config import ArchitectureConfig, PreprocessConfig
+from ._device import PRECISIONS, resolve_device, resolve_precision
 from ._factory import ParsedSpec, load_encoder, parse_spec
 from ._registry import list_models, list_sources, register_source
 from ._sources import DEFAULT_SPEC, RANDOM_TAG
@@ -10,7 +10,7 @@ from ._sources import DEFAULT_SPEC, RANDOM_TAG
 __all__ = [
     "ArchitectureConfig",
     "DEFAULT_SPEC",
-    "METRICS",
+    "PRECISIONS",
     "ParsedSpec",
     "PreprocessConfig",
     "RANDOM_TAG",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
-
-METRICS = ("cosine", "ip", "l2")
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class PreprocessConfig:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             interpolation=data.get("interpolation", "bicubic"),
-            crop_pct=float(data.get("crop_pct", 1.0)),
+            crop_pct=float(data.get("crop_pct", cls.crop_pct)),
         )
 
 
@@ -55,7 +53,6 @@ class ArchitectureConfig:
     name: str
     embedding_dim: int | None = None
     normalize: bool = True
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,5 +64,4 @@ class ArchitectureConfig:
             name=data["name"],
             embedding_dim=data.get("embedding_dim"),
             normalize=bool(data.get("normalize", True)),
-            kwargs=dict(data.get("kwargs") or {}),
         )

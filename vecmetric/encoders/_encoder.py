@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from typing import Any, Callable, Sequence
 
 from ..errors import EncoderError
 from ._config import ArchitectureConfig, PreprocessConfig
+from ._inference import Normalizer, inference_autocast
 
 
 def weights_fingerprint(model, architecture: ArchitectureConfig, preprocess: PreprocessConfig) -> str:
@@ -19,7 +19,10 @@ def weights_fingerprint(model, architecture: ArchitectureConfig, preprocess: Pre
     import torch
 
     digest = hashlib.sha256()
-    digest.update(json.dumps([architecture.to_dict(), preprocess.to_dict()], sort_keys=True).encode())
+    # "kwargs" was a field of ArchitectureConfig (never read, since removed): hashed as it always
+    # was, so the fingerprints that existing stores and indexes record stay valid.
+    described = {**architecture.to_dict(), "kwargs": {}}
+    digest.update(json.dumps([described, preprocess.to_dict()], sort_keys=True).encode())
     for key, tensor in model.state_dict().items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -50,8 +53,6 @@ class Encoder:
         metric: str = "cosine",
         encode_text: Callable | None = None,
     ):
-        import torch
-
         self.spec = spec
         self.model = model
         self.preprocess = preprocess
@@ -61,8 +62,7 @@ class Encoder:
         self.precision = precision
         self.metric = metric
         self._encode_text = encode_text
-        self._mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.normalize = Normalizer(preprocess, device)
 
     @property
     def dim(self) -> int:
@@ -73,19 +73,7 @@ class Encoder:
         return self._encode_text is not None
 
     def _autocast(self):
-        import torch
-
-        if self.precision == "bf16" and self.device.type in ("cuda", "cpu"):
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def normalize(self, batch):
-        """uint8 (N, 3, S, S) on any device -> normalised float on the encoder's device."""
-        import torch
-
-        batch = torch.as_tensor(batch).to(self.device, non_blocking=True).float()
-        batch = (batch - self._mean) / self._std
-        return batch.contiguous(memory_format=torch.channels_last)
+        return inference_autocast(self.device, self.precision)
 
     def embed_tensors(self, batch) -> "Any":
         """Embed a uint8 batch (N, 3, S, S, a tensor or numpy array); returns float32 (N, dim)."""

@@ -1,18 +1,22 @@
-"""HNSW indexes (hnswlib) over a store, exact search for ground truth, and querying."""
+"""HNSW indexes (hnswlib) over a store: building and updating, status, exact search for ground truth, querying."""
 
-from ._build import IndexResult, build_index, index_is_current, load_current_index
+from ._build import IndexResult, build_index, load_current_index
 from ._exact import exact_search, pairwise_distances, recall_at_k
 from ._hnsw import HnswIndex, IndexParams
 from ._search import SearchHit, search_store
+from ._status import SIDECAR_NAME, IndexState, IndexStatus, index_status
 
 __all__ = [
     "HnswIndex",
     "IndexParams",
     "IndexResult",
+    "IndexState",
+    "IndexStatus",
+    "SIDECAR_NAME",
     "SearchHit",
     "build_index",
     "exact_search",
-    "index_is_current",
+    "index_status",
     "load_current_index",
     "pairwise_distances",
     "recall_at_k",

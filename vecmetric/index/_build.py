@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from .._background import read_ahead
 from ..errors import IndexStateError
+from ..progress import Reporter, reporter_or_default
 from ..store import Store, StoreLock, embeddings_to_numpy
-from ._hnsw import SIDECAR_NAME, HnswIndex, IndexParams
+from ._hnsw import HnswIndex, IndexParams
+from ._status import IndexState, index_status
 
 ADD_BATCH = 16384  # rows per add_items call; small, so little of the store read waits before the first add
 
@@ -29,19 +32,6 @@ class IndexResult:
         return dict(self.__dict__)
 
 
-def index_is_current(store: Store) -> bool:
-    """True when the store's index exists and reflects the store's rows as they are now."""
-    sidecar_path = store.index_dir / SIDECAR_NAME
-    if not sidecar_path.is_file():
-        return False
-    from .._fsutil import read_json
-
-    try:
-        return read_json(sidecar_path).get("store_snapshot") == store.snapshot()
-    except (OSError, ValueError):
-        return False
-
-
 def build_index(
     store: Store,
     metric: str | None = None,
@@ -50,13 +40,14 @@ def build_index(
     ef: int | None = None,
     rebuild: bool = False,
     threads: int = -1,
-    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    reporter: Reporter | None = None,
     take_lock: bool = True,
 ) -> IndexResult:
     """Bring ``store``'s HNSW index in step with its rows.
 
-    An existing index with the same parameters gets only the new rows added and the
-    removed rows marked deleted; otherwise (or with ``rebuild``) it is built afresh.
+    An index that ``index_status`` finds current or stale, built with the same parameters,
+    gets only the new rows added and the removed rows marked deleted; otherwise (missing,
+    foreign, damaged, other parameters, or ``rebuild``) it is built afresh.
 
     Args:
         store: an open store.
@@ -65,7 +56,7 @@ def build_index(
         ef: the default query-time ef saved in the sidecar (default 64).
         rebuild: build from scratch even when an update would do.
         threads: hnswlib threads (-1: all cores).
-        progress: called as ``progress(event, data)`` with ``start`` (total) and ``advance`` (n).
+        reporter: receives the progress (``start``, then ``advance`` per batch of vectors added).
         take_lock: take the store's lock (False only for a caller that already holds it).
 
     Returns:
@@ -74,33 +65,20 @@ def build_index(
     import numpy as np
     import pyarrow.compute as pc
 
-    notify = progress or (lambda event, data: None)
+    reporter = reporter_or_default(reporter)
     started = time.perf_counter()
     with StoreLock(store.path, "index") if take_lock else contextlib.nullcontext():
-        existing = None
-        if (store.index_dir / SIDECAR_NAME).is_file():
-            try:
-                existing = HnswIndex.load(store.index_dir)
-            except IndexStateError:
-                existing = None  # damaged: rebuild
+        state = index_status(store)
+        existing = _load_updatable(store, state)
         # --rebuild keeps the existing index's parameters unless new ones are given.
-        defaults = existing.sidecar if existing else {}
-        if rebuild:
-            existing = None
+        defaults = state.sidecar or {}
         params = IndexParams(
             metric=metric or defaults.get("metric") or store.metric,
             m=m or defaults.get("M", 16),
             ef_construction=ef_construction or defaults.get("ef_construction", 200),
             ef=ef or defaults.get("ef", 64),
         )
-        if existing is not None and (
-            existing.sidecar.get("metric") != params.metric
-            or existing.sidecar.get("M") != params.m
-            or existing.sidecar.get("ef_construction") != params.ef_construction
-            or existing.sidecar.get("model_fingerprint") != store.model["fingerprint"]
-            or existing.sidecar.get("store_id") != store.manifest.get("store_id")
-            or int(existing.sidecar.get("dim", -1)) != store.dim
-        ):
+        if rebuild or (existing is not None and not _same_construction(existing.sidecar, params)):
             existing = None
         snapshot = store.snapshot()
         store_ids = np.sort(store.read_table(["id"]).column("id").to_numpy())
@@ -112,16 +90,16 @@ def build_index(
             index.sidecar["ef"] = params.ef
             new_ids = np.setdiff1d(store_ids, index.ids, assume_unique=True)
             gone_ids = np.setdiff1d(index.ids, store_ids, assume_unique=True)
-        notify("start", {"total": int(len(new_ids))})
+        reporter.start("Indexing", int(len(new_ids)))
         if len(gone_ids):
             index.mark_deleted(gone_ids)
         if len(new_ids):
             flt = None if existing is None else pc.field("id").isin(new_ids)
             # One decoding thread: hnswlib's add_items already keeps every core busy.
             batches = store.iter_batches(["id", "embedding"], batch_size=ADD_BATCH, filter=flt, use_threads=False)
-            for batch in _read_ahead(batches):
+            for batch in read_ahead(batches, name="vecmetric-index-read"):
                 index.add(embeddings_to_numpy(batch.column("embedding")), batch.column("id").to_numpy(), threads=threads)
-                notify("advance", {"n": batch.num_rows})
+                reporter.advance(batch.num_rows)
         index.save(
             store_snapshot=snapshot,
             model_fingerprint=store.model["fingerprint"],
@@ -132,57 +110,40 @@ def build_index(
     return IndexResult(params.metric, index.count, int(len(new_ids)), int(len(gone_ids)), existing is None, time.perf_counter() - started)
 
 
-def _read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Yield from ``batches``, reading up to ``depth`` batches ahead in a thread.
-
-    Reading and decoding Parquet then overlaps hnswlib's ``add_items`` (which releases the
-    GIL), so an index build costs about what hnswlib alone does (benchmarks/index_bench.py).
-    Errors raised while reading are re-raised here.
-    """
-    import queue
-    import threading
-
-    done = object()
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                if stop.is_set():
-                    return
-                slots.put((item, None))
-            slots.put((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            slots.put((done, exc))
-
-    reader = threading.Thread(target=produce, name="vecmetric-index-read", daemon=True)
-    reader.start()
+def _load_updatable(store: Store, state: IndexState) -> HnswIndex | None:
+    """The existing index when an update can bring it up to date, else None (it will be rebuilt)."""
+    if not state.updatable:
+        return None
     try:
-        while True:
-            item, error = slots.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                slots.get_nowait()
-            except queue.Empty:
-                reader.join(0.05)
+        return HnswIndex.load(store.index_dir)
+    except IndexStateError:
+        return None  # damaged inside its files: rebuild
 
 
-def load_current_index(store: Store, progress=None) -> HnswIndex:
-    """The store's index, built or updated first when missing or stale (never silently out of date)."""
-    if not index_is_current(store):
-        build_index(store, progress=progress)
-    index = HnswIndex.load(store.index_dir)
-    if index.sidecar.get("model_fingerprint") != store.model["fingerprint"] or index.sidecar.get("store_id") != store.manifest.get("store_id"):
-        raise IndexStateError("the index was built from another store's vectors", hint="run 'vecmetric index --rebuild'")
-    if index.sidecar.get("dim") != store.dim:
-        # Querying hnswlib with the wrong dimension returns wrong neighbours rather than failing.
-        raise IndexStateError(f"the index has dimension {index.sidecar.get('dim')}, the store {store.dim}", hint="run 'vecmetric index --rebuild'")
-    return index
+def _same_construction(sidecar: dict[str, Any], params: IndexParams) -> bool:
+    """Whether an index was built with these construction parameters (else adding to it would mix two graphs)."""
+    return (sidecar.get("metric"), sidecar.get("M"), sidecar.get("ef_construction")) == (params.metric, params.m, params.ef_construction)
+
+
+def load_current_index(store: Store, reporter: Reporter | None = None) -> HnswIndex:
+    """The store's index, built or updated first unless ``index_status`` finds it current (never silently out of date).
+
+    A stale index is updated; a missing, foreign or damaged one is built afresh (it is derived
+    data: the vectors it is built from are in the store).
+
+    Raises:
+        IndexStateError: the index still does not answer for the store after the update (a bug, or a
+            concurrent writer), or its files are damaged.
+        StoreLockedError: it must be updated while another process writes the store.
+    """
+    state = index_status(store)
+    if state.usable:
+        try:
+            return HnswIndex.load(store.index_dir)
+        except IndexStateError:
+            pass  # damaged inside its files: build_index finds that too, and rebuilds
+    build_index(store, reporter=reporter)
+    state = index_status(store)
+    if not state.usable:
+        raise IndexStateError(f"the index does not answer for the store: {state.reason}", hint="run 'vecmetric index --rebuild'")
+    return HnswIndex.load(store.index_dir)

@@ -1,28 +1,10 @@
-"""Exact (brute-force) k-NN under hnswlib's distances: the ground truth for recall."""
+"""Exact (brute-force) k-NN in the metrics' units (``vecmetric.distances``): the ground truth for recall."""
 
 from __future__ import annotations
 
-from typing import Any
+from ..distances import pairwise_distances
 
-SPACES = {"cosine": "cosine", "ip": "ip", "l2": "l2"}
-
-
-def pairwise_distances(queries, data, metric: str) -> Any:
-    """Distances as hnswlib reports them: 1 - cos for cosine, 1 - dot for ip, squared L2 for l2."""
-    import numpy as np
-
-    queries = np.asarray(queries, dtype=np.float32)
-    data = np.asarray(data, dtype=np.float32)
-    if metric == "cosine":
-        qn = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
-        dn = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
-        return 1.0 - qn @ dn.T
-    if metric == "ip":
-        return 1.0 - queries @ data.T
-    if metric == "l2":
-        sq = (queries**2).sum(1)[:, None] - 2.0 * (queries @ data.T) + (data**2).sum(1)[None, :]
-        return np.maximum(sq, 0.0)
-    raise ValueError(f"unknown metric {metric!r}")
+__all__ = ["exact_search", "pairwise_distances", "recall_at_k"]
 
 
 def exact_search(data, queries, k: int, metric: str = "cosine", ids=None, chunk: int = 65536):

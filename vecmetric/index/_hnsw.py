@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .._fsutil import atomic_write, atomic_write_json, read_json, remove_dead_temporaries
+from ..distances import get_metric
 from ..errors import IndexStateError
-from ._exact import SPACES
-
-SIDECAR_NAME = "index.json"
-INDEX_FORMAT = "vecmetric-hnsw"
+from ._status import INDEX_FORMAT, SIDECAR_NAME
 
 
 @dataclass
@@ -58,14 +56,13 @@ class HnswIndex:
         import hnswlib
         import numpy as np
 
-        if params.metric not in SPACES:
-            raise IndexStateError(f"unknown metric {params.metric!r}", hint="choose cosine, ip or l2")
-        index = hnswlib.Index(space=SPACES[params.metric], dim=dim)
+        space = get_metric(params.metric).space
+        index = hnswlib.Index(space=space, dim=dim)
         index.init_index(max_elements=max(capacity, 1), ef_construction=params.ef_construction, M=params.m, random_seed=100)
         sidecar = {
             "format": INDEX_FORMAT,
             "format_version": 1,
-            "space": SPACES[params.metric],
+            "space": space,
             "metric": params.metric,
             "dim": dim,
             "M": params.m,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..errors import EncoderError, InputError, StoreMismatchError
+from ..progress import Reporter
 from ..store import embeddings_to_numpy, open_store
 
 
@@ -37,13 +38,10 @@ def _query_vectors(encoder, queries: Sequence[str], text: bool):
 
 def _index_metric(store) -> str:
     """The metric of the store's index if it has one, else the store's model metric."""
-    from .._fsutil import read_json
-    from ._hnsw import SIDECAR_NAME
+    from ._status import index_status
 
-    try:
-        return read_json(store.index_dir / SIDECAR_NAME)["metric"]
-    except (OSError, ValueError, KeyError):
-        return store.metric
+    sidecar = index_status(store).sidecar or {}
+    return sidecar.get("metric") or store.metric
 
 
 def search_store(
@@ -55,7 +53,7 @@ def search_store(
     text: bool = False,
     model: str | None = None,
     device: str = "auto",
-    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    reporter: Reporter | None = None,
     allow_pickle_files: bool = False,
 ) -> list[list[SearchHit]]:
     """Find the ``k`` nearest stored images to each query.
@@ -69,7 +67,7 @@ def search_store(
         text: treat ``queries`` as text.
         model: must name the store's own model when given (it is checked, not used instead).
         device: where the query encoder runs.
-        progress: passed to the index update when the index is missing or stale.
+        reporter: receives the index update's progress when the index is missing or stale.
         allow_pickle_files: accept a checkpoint folder that also holds pickle files (never read).
 
     Returns:
@@ -109,7 +107,7 @@ def search_store(
             embeddings_to_numpy(table.column("embedding")), vectors, k, metric=metric, ids=table.column("id").to_numpy()
         )
     else:
-        index = load_current_index(st, progress=progress)
+        index = load_current_index(st, reporter=reporter)
         metric = index.metric
         labels, distances = index.query(vectors, k, ef=ef)
 

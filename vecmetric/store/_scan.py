@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..images import is_image_path
+from ._labels import label_for
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash a store keeps per row (renamed and duplicate files share it)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """An image file found on disk: absolute path, size, modification time, label (parent folder)."""
+    """An image file found on disk: absolute path, size, modification time, label (see ``label_for``)."""
 
     path: str
     size: int
     mtime_ns: int
-    label: str
+    label: str | None
 
 
 @dataclass
@@ -27,11 +34,13 @@ class ScanResult:
     problems: list[tuple[str, str]]  # (path, reason) for entries that could not be read
 
 
-def scan_folder(folder: str | os.PathLike) -> ScanResult:
+def scan_folder(folder: str | os.PathLike, label_root: str | os.PathLike | None = None) -> ScanResult:
     """List the image files under ``folder``, sorted by path.
 
     Follows symbolic links to folders once (loops are cut), skips names starting with
-    ``.``, and reports unreadable subfolders and non-UTF-8 names as problems.
+    ``.``, and reports unreadable subfolders and non-UTF-8 names as problems. Files are
+    labelled by ``label_for`` below ``label_root`` (default: ``folder`` itself; a store passes
+    its outermost embed root that holds ``folder``).
 
     Raises:
         InputError: ``folder`` is missing or not a folder.
@@ -42,6 +51,7 @@ def scan_folder(folder: str | os.PathLike) -> ScanResult:
     if not root.is_dir():
         raise InputError(f"{folder} is not a folder")
     root = root.resolve()
+    labels_from = str(Path(label_root).resolve()) if label_root is not None else str(root)
     files: list[FileEntry] = []
     problems: list[tuple[str, str]] = []
     ignored = 0
@@ -83,6 +93,6 @@ def scan_folder(folder: str | os.PathLike) -> ScanResult:
             except OSError as exc:
                 problems.append((path, f"cannot stat: {exc.strerror or exc}"))
                 continue
-            files.append(FileEntry(path, est.st_size, est.st_mtime_ns, os.path.basename(current)))
+            files.append(FileEntry(path, est.st_size, est.st_mtime_ns, label_for(path, labels_from)))
     files.sort(key=lambda f: f.path)
     return ScanResult(files, ignored, problems)

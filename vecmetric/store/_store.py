@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import __version__
-from .._fsutil import atomic_write, atomic_write_json, fsync_dir, read_json
-from ..errors import ManifestError, StoreError, StoreMismatchError
+from .._fsutil import atomic_write, atomic_write_json, fsync_dir
+from ..errors import StoreError, StoreMismatchError
 
 MANIFEST_NAME = "_manifest.json"
 ERRORS_NAME = "_errors.jsonl"
@@ -216,30 +214,60 @@ class Store:
 
     def delete_ids(self, ids: Iterable[int]) -> int:
         """Remove rows by id, rewriting each affected part in place (atomic per file). Returns rows removed."""
+        import pyarrow.compute as pc
+
+        return self._rewrite_rows(ids, lambda table, hit: table.filter(pc.invert(hit)))
+
+    def relabel(self, labels: dict[int, str | None]) -> int:
+        """Give rows new labels by id, rewriting each affected part in place (atomic per file). Returns rows relabelled."""
+        import pyarrow as pa
+
+        def change(table, hit):
+            old = table.column("label").to_pylist()
+            ids = table.column("id").to_pylist()
+            new = [labels.get(row_id, label) if flag else label for row_id, label, flag in zip(ids, old, hit.to_pylist())]
+            return table.set_column(table.schema.get_field_index("label"), "label", pa.array(new, pa.string()))
+
+        return self._rewrite_rows(labels, change)
+
+    def _rewrite_rows(self, ids: Iterable[int], change) -> int:
+        """Rewrite the parts holding any of ``ids``: ``change(table, hit_mask)`` gives each part's new rows.
+
+        A part left with no rows is removed. Returns how many rows were hit.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        doomed = pa.array(sorted(set(int(i) for i in ids)), pa.int64())
-        if len(doomed) == 0:
+        wanted = pa.array(sorted(set(int(i) for i in ids)), pa.int64())
+        if len(wanted) == 0:
             return 0
-        removed = 0
+        hits = 0
         for part in self.parts():
-            ids_in_part = pq.read_table(part, columns=["id"]).column("id")
-            hit = pc.is_in(ids_in_part, value_set=doomed)
+            hit = pc.is_in(pq.read_table(part, columns=["id"]).column("id"), value_set=wanted)
             n_hit = pc.sum(hit).as_py() or 0
             if not n_hit:
                 continue
-            removed += n_hit
-            if n_hit == len(ids_in_part):
-                with writing_to(self.path):
-                    part.unlink()
-                continue
-            kept = pq.read_table(part).filter(pc.invert(hit))  # keeps the schema's metadata
+            hits += n_hit
+            kept = change(pq.read_table(part), hit.combine_chunks())  # keeps the schema's metadata
             with writing_to(self.path):
-                atomic_write(part, lambda tmp, kept=kept: pq.write_table(kept, tmp, compression="zstd"))
+                if kept.num_rows == 0:
+                    part.unlink()
+                else:
+                    atomic_write(part, lambda tmp, kept=kept: pq.write_table(kept, tmp, compression="zstd"))
         fsync_dir(self.path)
-        return removed
+        return hits
+
+    # --- manifest ------------------------------------------------------------------------------
+    @property
+    def roots(self) -> list[str]:
+        """The folders this store was embedded from (absolute), oldest first; stores made before they were recorded have none."""
+        return list(self.manifest.get("roots", []))
+
+    def add_root(self, root: str) -> None:
+        """Record ``root`` (absolute) as an embed root, once."""
+        if root not in self.roots:
+            self.write_manifest(roots=[*self.roots, root])
 
     def write_manifest(self, **updates: Any) -> None:
         self.manifest.update(updates)
@@ -264,103 +292,3 @@ class Store:
             except ValueError:
                 continue
         return out
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"vecmetric": __version__}
-    for pkg in ("torch", "timm", "open_clip_torch", "pyarrow", "hnswlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def open_store(path: str | os.PathLike) -> Store:
-    """Open an existing store.
-
-    Raises:
-        StoreError: no store at ``path``, or its manifest is unreadable.
-    """
-    path = Path(path)
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        if any(path.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
-            raise ManifestError(f"the store {path} has lost its {MANIFEST_NAME}", hint="'vecmetric verify --repair' rebuilds it from the data")
-        if path.is_dir() and any(path.iterdir()):
-            raise StoreError(f"{path} is not a vecmetric store (no {MANIFEST_NAME})")
-        raise StoreError(f"no store at {path}", hint="create one with 'vecmetric embed FOLDER --store " + str(path) + "'")
-    try:
-        manifest = read_json(manifest_path)
-        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT or "model" not in manifest:
-            raise ValueError("not a vecmetric store manifest")
-        int(manifest["model"]["dim"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ManifestError(f"the manifest {manifest_path} is damaged: {exc}", hint="'vecmetric verify --repair' rebuilds it from the data") from None
-    return Store(path, manifest)
-
-
-def rebuild_manifest(path: str | os.PathLike) -> Store:
-    """Write a new manifest from the model description that every part file carries.
-
-    Raises:
-        StoreError: no readable part file to rebuild from.
-    """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    for part in sorted(path.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
-        try:
-            meta = pq.read_schema(part).metadata or {}
-            model = json.loads(meta[MODEL_METADATA_KEY])
-            ids = pq.read_table(part, columns=["id"]).column("id").to_pylist()
-        except (OSError, ValueError, KeyError):
-            continue
-        manifest = _new_manifest(model)
-        store = Store(path, manifest)
-        table = store.read_table(["id"], parts=[p for p in store.parts() if _readable(p)])
-        next_id = (max(table.column("id").to_pylist()) + 1) if table.num_rows else (max(ids) + 1 if ids else 0)
-        store.write_manifest(next_id=next_id, counts={"rows": table.num_rows}, rebuilt_from=part.name)
-        return store
-    raise StoreError(f"cannot rebuild the manifest of {path}: no readable part file", hint="embed again into a new store")
-
-
-def _readable(part: Path) -> bool:
-    import pyarrow.parquet as pq
-
-    try:
-        pq.read_metadata(part)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _new_manifest(model: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": STORE_FORMAT,
-        "format_version": 1,
-        # Identifies this store (a copied folder keeps it), so an index copied from another store
-        # with the same model and overlapping row ids is never taken for this store's own.
-        "store_id": uuid.uuid4().hex,
-        "model": model,
-        "versions": _versions(),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "next_id": 0,
-        "counts": {"rows": 0},
-    }
-
-
-def create_store(path: str | os.PathLike, encoder) -> Store:
-    """Create an empty store for vectors of ``encoder`` (its manifest first, so it is valid at once)."""
-    path = Path(path)
-    if path.is_dir() and any(not p.name.startswith((".", "_")) for p in path.iterdir()):
-        raise StoreError(f"{path} is a folder that is not a vecmetric store", hint="choose an empty or new --store folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create store folder {path}: {exc.strerror or exc}") from None
-    store = Store(path, _new_manifest(encoder.describe()))
-    store.write_manifest()
-    return store

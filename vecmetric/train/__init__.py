@@ -1,32 +1,25 @@
-"""Fine-tuning with triplet loss (``train``) and retrieval evaluation (``evaluate``)."""
+"""Fine-tuning (``train``): data split and sampling, losses and miners, the loop, run folders.
 
-from .data import LabelledImages, parse_val_classes, scan_class_folders, split_classes
-from .evaluate import COUNT_KEYS, evaluate, evaluate_embeddings
-from .losses import DEFAULT_MARGIN, MINERS, TRAIN_METRICS, build_distance, build_loss, build_miner
-from .loop import Reporter, TrainResult, train
-from .metrics import METRIC_KEYS, retrieval_metrics
+Retrieval evaluation (``evaluate``, the metrics, labelled folders) lives in ``vecmetric.evaluate``.
+"""
+
+from .data import parse_val_classes, split_classes
+from .loop import TrainResult, TrainSession, epoch_line, train
+from .losses import DEFAULT_MARGIN, MINERS, build_loss, build_miner
 from .options import TrainOptions
 from .sampler import MPerClassBatchSampler
 
 __all__ = [
-    "COUNT_KEYS",
     "DEFAULT_MARGIN",
-    "LabelledImages",
-    "METRIC_KEYS",
     "MINERS",
     "MPerClassBatchSampler",
-    "Reporter",
-    "TRAIN_METRICS",
     "TrainOptions",
     "TrainResult",
-    "build_distance",
+    "TrainSession",
     "build_loss",
     "build_miner",
-    "evaluate",
-    "evaluate_embeddings",
+    "epoch_line",
     "parse_val_classes",
-    "retrieval_metrics",
-    "scan_class_folders",
     "split_classes",
     "train",
 ]

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+from .._system import decode_threads
 from ..errors import TrainError
 from ..images import ImageDecodeError, decode_image, decoded_size
 
@@ -146,7 +147,7 @@ def plan_image_cache(paths: Sequence[str], min_size: int, mode: str, *, shared: 
     memory, shm = available_memory(), shared_memory_free() if shared else None
     limits = [(memory, "the free memory"), (shm, f"the free shared memory ({SHM_PATH})")]
     budgets = [(memory and AUTO_MEMORY_SHARE * memory, "a quarter of the free memory"), (shm and shm / 2, f"half the free {SHM_PATH}")]
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=threads or decode_threads()) as pool:
         if mode == "auto" and len(paths) > 4 * HEADER_SAMPLE:
             # A large folder that clearly cannot fit is declined from a sample of its headers.
             sample = random.Random(0).sample(list(paths), HEADER_SAMPLE)
@@ -198,7 +199,7 @@ def build_image_cache(paths: Sequence[str], plan: CachePlan, min_size: int, *, s
             raise TrainError(f"{path} changed while training started (its size is now {img.width}x{img.height})")
         view[offsets[index] : offsets[index + 1]] = np.asarray(img, dtype=np.uint8).reshape(-1)
 
-    with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=threads or decode_threads()) as pool:
         for _ in pool.map(fill, range(len(paths)), chunksize=64):
             pass
     return ImageCache(buffer, offsets, sizes)

@@ -1,52 +1,38 @@
-"""Loss, miner and distance, built from the training options by composition.
+"""Loss and miner, built from the training options by composition.
 
-One distance object serves the loss, the miner and evaluation, so ``--metric`` means the
-same thing everywhere:
+The loss, the miner and validation all measure with the distance that
+``vecmetric.distances.pml_distance`` gives for ``--metric``, so the metric means the same
+thing everywhere:
 
-* ``cosine``: ``CosineSimilarity`` on L2-normalised embeddings; the triplet loss is
+* ``cosine``: cosine similarity on L2-normalised embeddings; the triplet loss is
   ``max(s(a, n) - s(a, p) + margin, 0)``.
-* ``l2``: ``LpDistance(p=2)`` on raw embeddings (no normalisation, as the index will see
+* ``l2``: Euclidean distance on raw embeddings (no normalisation, as the index will see
   them); the loss is ``max(d(a, p) - d(a, n) + margin, 0)``.
-* ``ip`` (evaluation only): ``DotProductSimilarity``.
 """
 
 from __future__ import annotations
 
+from ..distances import get_metric, pml_distance
 from ..errors import TrainError
 
-__all__ = ["MINERS", "TRAIN_METRICS", "DEFAULT_MARGIN", "build_distance", "build_loss", "build_miner", "active_triplet_fraction"]
+__all__ = ["MINERS", "DEFAULT_MARGIN", "build_loss", "build_miner", "active_triplet_fraction", "active_triplet_counts"]
 
 MINERS = ("semihard", "hard", "all", "batch-hard")
-TRAIN_METRICS = ("cosine", "l2")
 DEFAULT_MARGIN = 0.2
 
 
-def build_distance(metric: str):
-    """The pytorch-metric-learning distance for ``cosine``, ``l2`` or ``ip``.
-
-    Raises:
-        TrainError: an unknown metric.
-    """
-    from pytorch_metric_learning import distances
-
-    if metric == "cosine":
-        return distances.CosineSimilarity()
-    if metric == "l2":
-        return distances.LpDistance(p=2, power=1, normalize_embeddings=False)
-    if metric == "ip":
-        return distances.DotProductSimilarity(normalize_embeddings=False)
-    raise TrainError(f"unknown metric {metric!r}", hint="choose one of: cosine, l2")
+def _distance(metric: str):
+    """The training distance for ``metric`` (cosine or l2)."""
+    return pml_distance(get_metric(metric, error=TrainError, trainable=True).name)
 
 
 def build_loss(metric: str, margin: float = DEFAULT_MARGIN):
     """``TripletMarginLoss`` with the metric's distance, averaged over the triplets with a non-zero loss."""
     from pytorch_metric_learning import losses
 
-    if metric not in TRAIN_METRICS:
-        raise TrainError(f"unknown --metric {metric!r}", hint="choose one of: " + ", ".join(TRAIN_METRICS))
     if not margin >= 0:
         raise TrainError(f"--margin must be >= 0, not {margin}")
-    return losses.TripletMarginLoss(margin=margin, distance=build_distance(metric))
+    return losses.TripletMarginLoss(margin=margin, distance=_distance(metric))
 
 
 def build_miner(name: str, metric: str, margin: float = DEFAULT_MARGIN):
@@ -64,9 +50,9 @@ def build_miner(name: str, metric: str, margin: float = DEFAULT_MARGIN):
     if name == "all":
         return None
     if name in ("semihard", "hard"):
-        return miners.TripletMarginMiner(margin=margin, type_of_triplets=name, distance=build_distance(metric))
+        return miners.TripletMarginMiner(margin=margin, type_of_triplets=name, distance=_distance(metric))
     if name == "batch-hard":
-        return miners.BatchHardMiner(distance=build_distance(metric))
+        return miners.BatchHardMiner(distance=_distance(metric))
     raise TrainError(f"unknown --miner {name!r}", hint="choose one of: " + ", ".join(MINERS))
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..distances import get_metric
+from ..encoders import PRECISIONS
 from ..errors import TrainError
 from .image_cache import CACHE_MODES
-from .losses import DEFAULT_MARGIN, MINERS, TRAIN_METRICS
+from .losses import DEFAULT_MARGIN, MINERS
 
-__all__ = ["TrainOptions", "PRECISIONS", "default_workers"]
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def default_workers() -> int:
-    """DataLoader workers: one CPU is left to the training process, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+__all__ = ["TrainOptions"]
 
 
 @dataclass
@@ -86,8 +80,7 @@ class TrainOptions:
         Raises:
             TrainError: naming the option and the valid range or choices.
         """
-        if self.metric not in TRAIN_METRICS:
-            raise TrainError(f"unknown --metric {self.metric!r}", hint="choose one of: " + ", ".join(TRAIN_METRICS))
+        get_metric(self.metric, error=TrainError, trainable=True)
         if self.miner not in MINERS:
             raise TrainError(f"unknown --miner {self.miner!r}", hint="choose one of: " + ", ".join(MINERS))
         if self.cache not in CACHE_MODES:

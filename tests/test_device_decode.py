@@ -4,18 +4,16 @@ which runs the same code as nvJPEG on CUDA apart from the decoder itself."""
 from __future__ import annotations
 
 import io
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vecmetric._device_decode import DeviceJpegDecoder, device_decodable
 from vecmetric.errors import InputError
 from vecmetric.images import ImageDecodeError, decode_and_preprocess
 from vecmetric.store import embed_directory, embeddings_to_numpy, open_store
-from vecmetric.store._device_decode import DeviceJpegDecoder, device_decodable, in_background
 
 
 def photo(size=(400, 300), seed=0, mode="RGB"):
@@ -75,7 +73,7 @@ def test_device_geometry_matches_the_cpu_path(tiny_encoder):
 
 
 def test_large_photos_are_decoded_in_parts_with_the_same_result(tiny_encoder, monkeypatch):
-    import vecmetric.store._device_decode as device_decode
+    import vecmetric._device_decode as device_decode
 
     assert device_decode._chunks([10, 10, 10, 40, 5], 25) == [[0, 1], [2], [3], [4]]
     decoder = DeviceJpegDecoder(tiny_encoder.device, tiny_encoder.preprocess)
@@ -123,44 +121,14 @@ def test_device_decoding_embeds_like_cpu_decoding(tmp_path, tiny_model):
 def test_decode_option_is_checked(image_folder, tmp_path, tiny_model, monkeypatch):
     with pytest.raises(InputError, match="--decode must be auto, cpu or device"):
         embed_directory(image_folder, tmp_path / "s", model=tiny_model, device="cpu", decode="gpu")
-    import vecmetric.store._embed as embed_module
+    import vecmetric.engines.local as engine_module
 
-    monkeypatch.setattr(embed_module, "device_decode_available", lambda device: False)
+    monkeypatch.setattr(engine_module, "device_decode_available", lambda device: False)
     with pytest.raises(InputError, match="cannot decode JPEGs on cpu"):
         embed_directory(image_folder, tmp_path / "s", model=tiny_model, device="cpu", decode="device")
     # auto on a CPU decodes in the workers, whatever torchvision can do
     result = embed_directory(image_folder, tmp_path / "s", model=tiny_model, device="cpu", workers=0, decode="auto")
     assert result.embedded == 12
-
-
-def test_background_iteration_passes_errors_and_stops_with_the_consumer():
-    def failing():
-        yield 1
-        raise ValueError("worker broke")
-
-    got = []
-    with pytest.raises(ValueError, match="worker broke"):
-        for item in in_background(failing()):
-            got.append(item)
-    assert got == [1]
-
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    consumer = in_background(endless(), depth=2)
-    assert [next(consumer) for _ in range(3)] == [0, 1, 2]
-    consumer.close()
-    deadline = time.monotonic() + 5
-    while any(t.name == "vecmetric-device-decode" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(t.name == "vecmetric-device-decode" for t in threading.enumerate())
-    assert len(produced) <= 3 + 2 + 2  # it stopped reading ahead once the consumer left
 
 
 def _cuda_available() -> bool:
@@ -173,7 +141,7 @@ def _cuda_available() -> bool:
 def test_nvjpeg_matches_pillow_and_auto_uses_it(tmp_path, tiny_model, tiny_encoder, monkeypatch):
     import torch
 
-    from vecmetric.store._device_decode import device_decode_available
+    from vecmetric._device_decode import device_decode_available
 
     assert device_decode_available(torch.device("cuda"))
     decoder = DeviceJpegDecoder(torch.device("cuda"), tiny_encoder.preprocess)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vecmetric.train import METRIC_KEYS, evaluate_embeddings, retrieval_metrics
+from vecmetric.evaluate import METRIC_KEYS, evaluate_embeddings, retrieval_metrics
 
 # Points on a line, ranked by Euclidean distance (no ties). Classes A and B have 3 items (R = 2);
 # C has one item, so it is no query, and it lies far from everything.

@@ -14,7 +14,7 @@ import io
 import warnings
 from typing import Any
 
-from ..images import MAX_PIXELS, ImageDecodeError, crop_geometry, decode_and_preprocess
+from .images import MAX_PIXELS, ImageDecodeError, crop_geometry, decode_and_preprocess
 
 MAX_DEVICE_ASPECT = 8  # thinner images go to the CPU path, which resizes only the crop box (the GPU resizes it all)
 MAX_DEVICE_PIXELS = min(MAX_PIXELS, 40_000_000)  # larger JPEGs go to the CPU path, whose draft mode shrinks them
@@ -189,44 +189,3 @@ def assemble_batch(meta, pixels, jpegs, decoder, device):
             rows.append(pixels[next(cpu_rows)].to(device, non_blocking=True))
         out_meta.append((i, digest, kind is not None, err))
     return out_meta, torch.stack(rows) if rows else None
-
-
-def in_background(iterable, depth: int = 3):
-    """Iterate ``iterable`` in a thread, ``depth`` items ahead, so device decoding overlaps the model."""
-    import queue
-    import threading
-
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterable:
-                if not put((item, None)):
-                    return  # the consumer stopped; returning drops the loader and its workers
-            put((done, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put((done, exc))
-
-    thread = threading.Thread(target=produce, name="vecmetric-device-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = items.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()

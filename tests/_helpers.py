@@ -1,0 +1,109 @@
+"""Helpers that tests import (``from _helpers import ...``): pytest puts ``tests/`` on ``sys.path``
+because ``tests/conftest.py`` lives there (rootdir-relative "prepend" import mode).
+
+Fixtures live in the conftest files; plain functions and constants live here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vecmetric.progress import Reporter
+
+#: A deterministic untrained timm model: 256-d embeddings at 160 px, fast on a CPU.
+TINY_MODEL = "timm:test_efficientnet@random"
+#: Another tiny model, for "store made by another model" checks.
+OTHER_TINY_MODEL = "timm:test_resnet@random"
+
+
+def one_error_line(result, code: int, *needles: str, pattern: str | None = None) -> str:
+    """Assert a finished command exited ``code`` with exactly one line on stderr, an ``Error:`` line
+    holding every needle (and matching ``pattern``), and no traceback; return that line.
+
+    vecmetric's own ``Warning: `` lines about the input (skipped files) may come before it; any
+    other line (a library's log output, a second error) fails.
+
+    ``result`` is a typer ``CliRunner`` result, a ``subprocess.CompletedProcess`` or the reliability
+    suite's fork-server result.
+    """
+    exit_code = next(getattr(result, name) for name in ("exit_code", "returncode", "code") if hasattr(result, name))
+    err = next(getattr(result, name) for name in ("stderr", "err") if hasattr(result, name))
+    assert exit_code == code, f"exit {exit_code}, wanted {code}\n{err[-3000:]}"
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if line.strip() and not line.startswith("Warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    if pattern is not None:
+        assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def make_class_folders(root: Path, classes: int = 6, per_class: int = 4, size: int = 40, seed: int = 0) -> Path:
+    """Write ``classes`` folders of ``per_class`` PNGs: a class-specific shape and colour with jitter."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for c in range(classes):
+        folder = root / f"class_{c:02d}"
+        folder.mkdir()
+        colour = ((c * 67) % 256, (c * 131 + 40) % 256, (c * 29 + 90) % 256)
+        for i in range(per_class):
+            img = Image.new("RGB", (size, size), (255, 255, 255))
+            draw = ImageDraw.Draw(img)
+            dx, dy = rng.randint(-3, 3), rng.randint(-3, 3)
+            box = (8 + dx + c, 8 + dy, 30 + dx, 30 + dy - c % 3)
+            if c % 3 == 0:
+                draw.ellipse(box, fill=colour)
+            elif c % 3 == 1:
+                draw.rectangle(box, fill=colour)
+            else:
+                draw.line(box, fill=colour, width=4)
+            img.save(folder / f"img_{i:02d}.png")
+    return root
+
+
+def fast_options(**overrides):
+    """Training options that finish in seconds on a CPU: tiny model, 32 px, 2 steps per epoch."""
+    from vecmetric.train import TrainOptions
+
+    values = dict(
+        model=TINY_MODEL,
+        image_size=32,
+        batch_size=8,
+        m_per_class=2,
+        epochs=1,
+        val_classes="class_04,class_05",
+        workers=0,
+        device="cpu",
+        lr=1e-3,
+    )
+    values.update(overrides)
+    return TrainOptions(**values)
+
+
+class RecordingReporter(Reporter):
+    """Collects warnings, log lines and epoch records; can interrupt after a given epoch like Ctrl-C would."""
+
+    def __init__(self, interrupt_after: int | None = None):
+        self.warnings: list[str] = []
+        self.records: list[dict] = []
+        self.logs: list[str] = []
+        self.interrupt_after = interrupt_after
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+    def log(self, message):
+        self.logs.append(message)
+
+    def finished(self, task, summary):
+        if task != "epoch":
+            return
+        self.records.append(summary)
+        if self.interrupt_after is not None and summary["epoch"] == self.interrupt_after:
+            raise KeyboardInterrupt
