@@ -4,12 +4,20 @@ Nothing here imports torch; Pillow is imported only by the functions that draw o
 """
 
 from .guard import DecodeGuard
+from .sheets import Sheet, SheetItem, SheetRow, file_uri, render_html_sheet, search_sheet, write_html_sheet
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
 
 __all__ = [
     "DecodeGuard",
+    "Sheet",
+    "SheetItem",
+    "SheetRow",
     "ThumbnailCache",
     "encode_thumbnail",
+    "file_uri",
     "make_thumbnail",
+    "render_html_sheet",
+    "search_sheet",
     "thumbnail_bytes",
+    "write_html_sheet",
 ]
