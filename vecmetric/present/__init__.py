@@ -4,11 +4,13 @@ Nothing here imports torch; Pillow is imported only by the functions that draw o
 """
 
 from .guard import DecodeGuard
+from .png_sheet import PngSheetLayout, write_png_sheet
 from .sheets import Sheet, SheetItem, SheetRow, file_uri, render_html_sheet, search_sheet, write_html_sheet
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
 
 __all__ = [
     "DecodeGuard",
+    "PngSheetLayout",
     "Sheet",
     "SheetItem",
     "SheetRow",
@@ -20,4 +22,5 @@ __all__ = [
     "search_sheet",
     "thumbnail_bytes",
     "write_html_sheet",
+    "write_png_sheet",
 ]
