@@ -6,6 +6,7 @@ Nothing here imports torch; Pillow is imported only by the functions that draw o
 from .guard import DecodeGuard
 from .png_sheet import PngSheetLayout, write_png_sheet
 from .sheets import Sheet, SheetItem, SheetRow, file_uri, render_html_sheet, search_sheet, write_html_sheet
+from .terminal import detect_protocol, inline_image, iterm2_sequence, kitty_sequence, preview_line, preview_unavailable
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
 
 __all__ = [
@@ -15,9 +16,15 @@ __all__ = [
     "SheetItem",
     "SheetRow",
     "ThumbnailCache",
+    "detect_protocol",
     "encode_thumbnail",
     "file_uri",
+    "inline_image",
+    "iterm2_sequence",
+    "kitty_sequence",
     "make_thumbnail",
+    "preview_line",
+    "preview_unavailable",
     "render_html_sheet",
     "search_sheet",
     "thumbnail_bytes",
