@@ -87,7 +87,7 @@ class _Worker:
         try:
             self.conn.send((func, data, args))
             answered = self.conn.poll(seconds)
-        except OSError:  # the process died, or close() killed it meanwhile
+        except OSError:  # the process died, or close() killed it
             self.kill()
             raise ImageDecodeError("the decoder process died") from None
         if not answered:
@@ -194,12 +194,25 @@ class DecodeGuard:
             self._live.discard(worker)
 
     def close(self) -> None:
-        """Kill every worker, busy or idle; calls in flight fail with ImageDecodeError."""
+        """End every worker, busy or idle; calls in flight fail with ImageDecodeError."""
         self._closed = True
+        drained = 0
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            drained += 1
+            if worker is not None:
+                self._forget(worker)
+                worker.kill()
+        for _ in range(drained):
+            self._idle.put(None)  # later calls find a slot and learn that the guard is closed
         with self._lock:
-            workers, self._live = list(self._live), set()
-        for worker in workers:
-            worker.kill()
+            busy = list(self._live)
+        for worker in busy:
+            # Only the signal: the calling thread owns the connection, sees it end, and cleans up.
+            worker.process.kill()
 
     def __enter__(self) -> "DecodeGuard":
         return self
