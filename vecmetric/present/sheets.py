@@ -116,7 +116,7 @@ figcaption{font-size:12px;margin-top:4px;word-break:break-all}figcaption span{di
 """
 
 
-def _figure(item: SheetItem, role: str, thumbs: dict[str, Any], size: int) -> str:
+def _figure(item: SheetItem, role: str, thumbs: dict[str, Any]) -> str:
     esc = html.escape
     classes = role + (" marked" if item.marked else "")
     thumb = thumbs.get(item.path) if item.path else None
@@ -149,8 +149,8 @@ def render_html_sheet(sheet: Sheet, size: int = DEFAULT_SIZE) -> str:
         f"<body><h1>{esc(sheet.title)}</h1>",
     ]
     for row in sheet.rows:
-        figures = [_figure(item, "query", thumbs, size) for item in row.query_images]
-        figures += [_figure(item, "item", thumbs, size) for item in row.items]
+        figures = [_figure(item, "query", thumbs) for item in row.query_images]
+        figures += [_figure(item, "item", thumbs) for item in row.items]
         parts.append(f'<section><h2>{esc(row.title)}</h2><div class="grid">{"".join(figures)}</div></section>')
     parts.append("</body></html>\n")
     return "\n".join(parts)
