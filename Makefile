@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	@echo "== 1. embed the bundled Omniglot sample with the pretrained default encoder"
-	$(BIN)/vecmetric embed examples/data/omniglot --store $(DEMO)/store
+	@echo "== 1. embed the bundled Omniglot sample (its train and test alphabets) with the pretrained default encoder"
+	$(BIN)/vecmetric embed examples/data/omniglot/train --store $(DEMO)/store
+	$(BIN)/vecmetric embed examples/data/omniglot/test --store $(DEMO)/store
 	@echo "== 2. build the HNSW index"
 	$(BIN)/vecmetric index --store $(DEMO)/store
 	@echo "== 3. search with held-out query images"

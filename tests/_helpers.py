@@ -67,6 +67,26 @@ def make_class_folders(root: Path, classes: int = 6, per_class: int = 4, size: i
     return root
 
 
+def make_tinted_noise_classes(root: Path, classes: int = 12, per_class: int = 16, size: int = 40, seed: int = 0) -> Path:
+    """Classes an untrained encoder cannot tell apart but a trained one can: grey noise, lightly tinted
+    by the class's hue (its neighbours' hues overlap a little)."""
+    import colorsys
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class_{c:02d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.integers(0, 256, size=(size, size, 1)).repeat(3, axis=2).astype(np.float32)
+            tint = np.array(colorsys.hsv_to_rgb((c + rng.uniform(-0.15, 0.15)) / classes, 0.9, 0.9), dtype=np.float32) * 255
+            alpha = rng.uniform(0.15, 0.3)
+            Image.fromarray((noise * (1 - alpha) + tint * alpha).clip(0, 255).astype(np.uint8)).save(folder / f"img_{i:02d}.png")
+    return root
+
+
 def fast_options(**overrides):
     """Training options that finish in seconds on a CPU: tiny model, 32 px, 2 steps per epoch."""
     from vecmetric.train import TrainOptions

@@ -128,6 +128,12 @@ def image_folder(tmp_path, make_images) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bundled_omniglot() -> Path:
+    """The Omniglot sample the repository ships (examples/data/omniglot): there in every clone."""
+    return REPO_ROOT / "examples" / "data" / "omniglot"
+
+
+@pytest.fixture(scope="session")
 def omniglot_root() -> Path:
     if not OMNIGLOT.is_dir():
         pytest.skip(f"shared data not found at {OMNIGLOT}")

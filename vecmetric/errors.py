@@ -13,6 +13,7 @@ __all__ = [
     "PROBLEMS_REMAIN_EXIT_CODE",
     "INTERRUPTED_EXIT_CODE",
     "VecmetricError",
+    "reason",
     "InputError",
     "EncoderError",
     "StoreError",
@@ -98,3 +99,14 @@ class TrainError(VecmetricError):
     """Training data, options or the run folder cannot be used."""
 
     exit_code = 7
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """A library exception as one line for an error message: its first non-empty line,
+    shortened at a word boundary (with an ellipsis) when longer than ``limit`` characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:.")
+    return cut + "…"

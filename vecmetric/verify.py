@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fsutil import is_dead_temporary
-from .errors import IndexStateError, ManifestError
+from .errors import IndexStateError, ManifestError, reason
 from .store import LOCK_NAME, META_COLUMNS, StoreLock, open_store, rebuild_manifest, store_schema
 
 __all__ = ["Finding", "VerifyReport", "verify_store"]
@@ -135,7 +135,7 @@ def _check_parts(store, report: VerifyReport, repair: bool) -> list[Path]:
                 found = table.schema.field("embedding").type if "embedding" in table.schema.names else table.schema
                 problem = f"{part.name} has schema {found}, not the store's"
         except (OSError, ValueError) as exc:
-            problem = f"{part.name} is damaged: {str(exc).splitlines()[0][:160]}"
+            problem = f"{part.name} is damaged: {reason(exc, 160)}"
         if problem is None:
             healthy.append(part)
             continue

@@ -102,11 +102,11 @@ def test_ddp_on_two_cpu_processes_reports_once_and_writes_a_usable_model(tmp_pat
 
     data = make_class_folders(tmp_path / "data", per_class=6)
     (data / "class_00" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    command = [sys.executable, "-m", "vecmetric", "train", str(data), "--out", str(tmp_path / "run"), *FAST]
+    command = [sys.executable, "-m", "vecmetric", "--verbose", "train", str(data), "--out", str(tmp_path / "run"), *FAST]
     command += ["--devices", "2", "--val-classes", "class_04,class_05", "--workers", "0", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MEMBER: 2/2" in result.stderr  # two processes really trained
+    assert "MEMBER: 2/2" in result.stderr  # two processes really trained (Lightning says so with --verbose)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout  # one summary, from rank zero
     assert json.loads(lines[0])["best_epoch"] == 1

@@ -11,9 +11,10 @@ RANDOM_LITE0 = "timm:tf_efficientnet_lite0@random"
 
 
 @pytest.fixture(scope="module")
-def omniglot_sample(omniglot_root):
-    """20 Omniglot characters (spread over the alphabets) x 4 drawings: paths and labels."""
-    classes = sorted(p for p in omniglot_root.iterdir() if p.is_dir())[::12][:20]
+def omniglot_sample(bundled_omniglot):
+    """20 Omniglot characters of the bundled sample (every 5th of its 113, so all five alphabets) x 4 drawings."""
+    folders = [p for part in ("train", "test") for p in (bundled_omniglot / part).iterdir() if p.is_dir()]
+    classes = sorted(folders, key=lambda p: p.name)[::5][:20]
     paths, labels = [], []
     for label, folder in enumerate(classes):
         for image in sorted(folder.glob("*.png"))[:4]:
@@ -53,7 +54,7 @@ def test_default_encoder_describes_itself(default_encoder):
 def test_default_is_pretrained(default_encoder, omniglot_sample):
     """Nearest-neighbour precision@1 on real characters: pretrained features clearly beat random ones.
 
-    Measured on this sample: default 0.8, random weights 0.2 (chance is 0.05).
+    Measured on this sample: default 0.50, random weights 0.10 (chance is 0.05).
     """
     paths, labels = omniglot_sample
     pretrained = default_encoder.embed_paths(paths)
@@ -65,5 +66,5 @@ def test_default_is_pretrained(default_encoder, omniglot_sample):
 
     p_pretrained = precision_at_1(pretrained, labels)
     p_random = precision_at_1(random_weights, labels)
-    assert p_pretrained >= 0.6, p_pretrained
-    assert p_pretrained - p_random >= 0.3, (p_pretrained, p_random)
+    assert p_pretrained >= 0.4, p_pretrained
+    assert p_pretrained - p_random >= 0.25, (p_pretrained, p_random)

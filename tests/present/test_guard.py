@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
+from _present_helpers import echo_length, wait_forever
 from PIL import Image
 
-from _present_helpers import echo_length, wait_forever
 from vecmetric._fsutil import pid_alive
 from vecmetric.images import ImageDecodeError
 from vecmetric.present import DecodeGuard

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from _present_helpers import COLOURS
 from PIL import Image
 
-from _present_helpers import COLOURS
-from vecmetric.present import Sheet, SheetItem, SheetRow, search_sheet, write_png_sheet
-from vecmetric.present import png_sheet
+from vecmetric.present import Sheet, SheetItem, SheetRow, png_sheet, search_sheet, write_png_sheet
 
 
 def _interior(img, box, inset=3):

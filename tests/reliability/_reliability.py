@@ -305,6 +305,28 @@ def open_path_to(path: Path) -> list[tuple[Path, int]]:
     return changed
 
 
+def package_folders() -> list[Path]:
+    """Where the CLI's lazily imported modules come from: vecmetric itself and the installed packages."""
+    import sysconfig
+
+    import vecmetric
+
+    return [Path(vecmetric.__file__).resolve().parent, Path(sysconfig.get_paths()["purelib"]).resolve()]
+
+
+def closed_to_others(*paths: Path) -> Path | None:
+    """The first folder on the way to one of ``paths`` that users other than its owner cannot enter, or None.
+
+    A child that dropped to another user imports modules lazily from these paths; a clone inside a
+    private folder (mode 0700, like root's home) would make those imports fail, whatever the test checks.
+    """
+    for path in paths:
+        for folder in [path, *path.parents]:
+            if not folder.stat().st_mode & 0o001:
+                return folder
+    return None
+
+
 @dataclass
 class Unprivileged:
     """Who runs the permission tests: ``uid`` for the fork server (None: this user), ``env`` for its HOME."""
@@ -335,3 +357,14 @@ def readable_by_all(path: Path) -> None:
         os.chmod(root, 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), 0o644)
+
+
+def wait_until(predicate, child, timeout: float = 120, what: str = "the state waited for") -> None:
+    """Poll ``predicate`` (a state: a file, a count) until it holds; fail if ``child`` ends first or it never does."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if child.exited():
+            pytest.fail(f"the process ended before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout} s")
+        time.sleep(0.002)

@@ -10,7 +10,18 @@ import subprocess
 import sys
 
 import pytest
-from _reliability import NOBODY, TALLY, TINY_MODEL, ForkServer, Gallery, Unprivileged, embed_in_process, make_gallery
+from _reliability import (
+    NOBODY,
+    TALLY,
+    TINY_MODEL,
+    ForkServer,
+    Gallery,
+    Unprivileged,
+    closed_to_others,
+    embed_in_process,
+    make_gallery,
+    package_folders,
+)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -90,6 +101,12 @@ def nobody(tmp_path):
         pwd.getpwuid(NOBODY)
     except KeyError:
         pytest.skip("running as root and there is no 'nobody' user to drop to")
+    blocked = closed_to_others(*package_folders())
+    if blocked is not None:
+        pytest.skip(
+            f"the unprivileged user cannot enter {blocked} (mode {blocked.stat().st_mode & 0o777:o}) on the way to this "
+            "checkout's Python packages; run the suite from a clone in a folder other users may enter to include this test"
+        )
     user = Unprivileged(NOBODY, {}, [])
     user.reach(tmp_path)
     home = tmp_path / "nobody-home"

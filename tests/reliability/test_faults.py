@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from _helpers import one_error_line
 from _reliability import (
     assert_readable,
@@ -27,19 +26,11 @@ from _reliability import (
     make_gallery,
     readable_by_all,
     rows_by_path,
+    wait_until,
 )
 
 from vecmetric.store import open_store
 from vecmetric.verify import verify_store
-
-
-def wait_until(predicate, child, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if child.exited() or time.monotonic() > deadline:
-            pytest.fail("the first process ended (or stalled) before the second one started")
-        time.sleep(0.002)
-
 
 # --- two processes, one store ------------------------------------------------------------------------
 
@@ -52,9 +43,7 @@ def test_second_writer_exits_8_at_once_and_the_first_completes(cli, big_gallery,
     try:
         owner = json.loads((store / "_lock").read_text())
         assert owner["pid"] == first.pid and owner["host"] == socket.gethostname()
-        started = time.monotonic()
         second = cli.run(*embed_args(big_gallery.images, store, model32))
-        waited = time.monotonic() - started
         indexer = cli.run("index", "--store", store, "--quiet")
         repair = cli.run("verify", "--store", store, "--repair")
         assert json.loads((store / "_lock").read_text())["pid"] == first.pid  # not stolen
@@ -63,11 +52,32 @@ def test_second_writer_exits_8_at_once_and_the_first_completes(cli, big_gallery,
     one_error_line(second, 8, "in use by another vecmetric process", f"pid {first.pid}", "running embed")
     one_error_line(indexer, 8, f"pid {first.pid}")
     one_error_line(repair, 8, f"pid {first.pid}")
-    assert waited < 30  # refused at once, not after waiting for the lock
+    # Refused at once, not after waiting for the lock: the first process was stopped, holding the lock,
+    # while the three others ran to their end (a wait for the lock would have hung until cli.run's timeout).
 
     assert first.wait().code == 0
     assert_same_store(store, big_gallery.reference)
     assert not (store / "_lock").exists()
+
+
+def test_repair_racing_an_embed_waits_for_the_lock_and_loses_no_row(cli, big_gallery, model32, tmp_path):
+    """verify --repair takes the lock before it writes anything, a rebuilt manifest included."""
+    store = tmp_path / "store"
+    first = cli.start(*embed_args(big_gallery.images, store, model32), env={"VECMETRIC_FLUSH_ROWS": "4"})
+    wait_until(lambda: len(list(store.glob("part-*.parquet"))) >= 2, first, what="two parts")
+    first.signal(signal.SIGSTOP)  # paused mid-run, holding the lock
+    try:
+        (store / "_manifest.json").unlink()  # lost while the embed runs: repair must not rebuild it under the embed
+        before = sorted(p.name for p in store.iterdir())
+        repair = cli.run("verify", "--store", store, "--repair")
+        after = sorted(p.name for p in store.iterdir())
+    finally:
+        first.signal(signal.SIGCONT)
+    one_error_line(repair, 8, f"pid {first.pid}", "running embed")
+    assert after == before  # nothing written, no manifest rebuilt behind the writer's back
+    assert first.wait().code == 0  # the embed writes its manifest again and completes
+    assert_same_store(store, big_gallery.reference)
+    assert verify_store(store).findings == []
 
 
 def test_two_embeds_racing_to_create_a_store(cli, gallery, model32, tmp_path):

@@ -297,6 +297,6 @@ def test_slow_image_is_skipped_by_embed_and_the_rest_embedded(monkeypatch, model
     monkeypatch.setattr(engine_module, "decode_and_preprocess", functools.partial(images.decode_and_preprocess, seconds=0.5))
     started = time.monotonic()
     result = embed_in_process(folder, tmp_path / "store", model32)
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 29  # the slow decode (30 s) was cut: the bound is the point
     assert result.embedded == 3
     assert result.skipped == [{"path": str(paths[2]), "reason": "decoding took longer than 0.5 s"}]

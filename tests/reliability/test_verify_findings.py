@@ -56,6 +56,8 @@ def test_missing_files_are_orphaned_vectors(cli, embedded):
     code, report = verify_cli(cli, store)
     assert code == 9 and [f["kind"] for f in report["findings"]] == ["missing-file"]
     assert "1 rows point to files that no longer exist" in report["findings"][0]["detail"]
+    assert report["findings"][0]["paths"] == [str(gone)]  # named, so the user can act on it
+    assert f"    {gone}" in cli.run("verify", "--store", store).out.splitlines()
     assert verify_cli(cli, store, "--skip-files")[0] == 0  # not looked at
 
     code, report = verify_cli(cli, store, "--repair")
@@ -72,6 +74,7 @@ def test_changed_files_are_reported_not_repaired(cli, embedded, model32):
     assert code == 9
     finding = report["findings"][0]
     assert finding["kind"] == "changed-file" and not finding["repairable"] and not finding["repaired"]
+    assert finding["paths"] == [str(changed)]
     assert "run 'vecmetric embed'" in finding["detail"]
     embed_in_process(images, store, model32)
     assert verify_cli(cli, store)[0] == 9  # the index is now out of step...
@@ -156,3 +159,16 @@ def test_index_out_of_step(cli, embedded, model32):
 def test_verify_of_no_store(cli, tmp_path):
     done = cli.run("verify", "--store", tmp_path / "nothing")
     assert done.code == 5 and done.err.startswith("Error: no store at") and "Traceback" not in done.err
+
+
+def test_many_files_listed_in_text_are_cut_with_a_count_and_all_in_json(cli, embedded):
+    images, store = embedded
+    gone = sorted(images.rglob("*.png"))[:7]
+    for path in gone:
+        path.unlink()
+    code, report = verify_cli(cli, store)
+    assert code == 9 and report["findings"][0]["paths"] == [str(p) for p in gone]
+    text = cli.run("verify", "--store", store).out.splitlines()
+    listed = [line.strip() for line in text if line.startswith("    /")]
+    assert listed == [str(p) for p in gone[:5]]
+    assert "    ... and 2 more (--json lists them all)" in text

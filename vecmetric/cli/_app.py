@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_CODES
+from ._logging import configure_logging
 from . import embed, index, info, models, search, train, verify
 from . import eval as eval_cmd
 
@@ -27,8 +28,10 @@ def _version(value: bool) -> None:
 @app.callback(help="Deep metric learning and vector search over images.\n\nExit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + ".")
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show what the libraries underneath log (open_clip, timm, huggingface_hub, torch, Ray)."),
 ) -> None:
     """The root: options that apply to every command."""
+    configure_logging(verbose)
 
 
 for module in (embed, index, search, info, verify, models, train, eval_cmd):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fsutil import atomic_write_bytes, atomic_write_json, read_tagged_json
-from ..errors import EncoderError
+from ..errors import EncoderError, reason
 from ._config import ArchitectureConfig, PreprocessConfig
 
 CONFIG_NAME = "config.json"
@@ -143,5 +143,5 @@ def load_checkpoint(folder: str | os.PathLike, weights_name: str | None = None, 
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
-        raise EncoderError(f"cannot load {weights}: {str(exc).splitlines()[0][:300]}") from None
+        raise EncoderError(f"cannot load {weights}: {reason(exc, 300)}") from None
     return model, preprocess, architecture, config

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import EncoderError
+from ..errors import EncoderError, reason
 from ._config import ArchitectureConfig, PreprocessConfig
 from ._registry import register_source
 
@@ -67,7 +67,7 @@ def create_timm_backbone(name: str, pretrained: bool | str = False):
         return timm.create_model(full, pretrained=True, num_classes=0)
     except (RuntimeError, OSError, ValueError) as exc:
         raise EncoderError(
-            f"could not load pretrained weights for timm:{full}: {str(exc).splitlines()[0][:200]}",
+            f"could not load pretrained weights for timm:{full}: {reason(exc)}",
             hint=f"online access to the weights is needed; 'timm:{name}@random' builds it untrained",
         ) from None
 
@@ -159,6 +159,28 @@ def _open_clip_names():
     return [f"{arch}@{tag}" for arch, tag in open_clip.list_pretrained()]
 
 
+def _fetch_open_clip_weights(arch: str, tag: str) -> None:
+    """Download (or find cached) the weights of a pretrained tag before the model is built, so a
+    missing network is one clear error rather than open_clip's log lines around a failed build.
+
+    Raises:
+        EncoderError: an unknown tag, or weights that cannot be had.
+    """
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+        raise EncoderError(f"open_clip:{arch} has no pretrained tag {tag!r}", hint=f"choose one of: {', '.join(tags) or RANDOM_TAG}")
+    try:
+        open_clip.download_pretrained(cfg)
+    except Exception as exc:  # noqa: BLE001 - the hub raises many kinds; each means "no weights"
+        raise EncoderError(
+            f"the weights of open_clip:{arch}@{tag} cannot be downloaded: {reason(exc)}",
+            hint="downloading them needs network access once (then they are cached); 'open_clip:ARCH@random' builds the model untrained",
+        ) from None
+
+
 def create_open_clip_model(arch: str, tag: str | None):
     import open_clip
 
@@ -170,14 +192,15 @@ def create_open_clip_model(arch: str, tag: str | None):
             f"open_clip:{arch} needs a pretrained tag",
             hint=f"write open_clip:{arch}@TAG with TAG one of: {', '.join(tags) or RANDOM_TAG}",
         )
+    if tag == RANDOM_TAG:
+        with _seeded():
+            return open_clip.create_model(arch, pretrained=None)
+    _fetch_open_clip_weights(arch, tag)
     try:
-        if tag == RANDOM_TAG:
-            with _seeded():
-                return open_clip.create_model(arch, pretrained=None)
         return open_clip.create_model(arch, pretrained=tag)
     except (RuntimeError, OSError, ValueError) as exc:
         raise EncoderError(
-            f"could not load open_clip:{arch}@{tag}: {str(exc).splitlines()[0][:200]}",
+            f"could not load open_clip:{arch}@{tag}: {reason(exc)}",
             hint="online access to the weights is needed; 'vecmetric models open_clip:' lists valid tags",
         ) from None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._fsutil import atomic_write, atomic_write_json, read_json, remove_dead_temporaries
 from ..distances import get_metric
-from ..errors import IndexStateError
+from ..errors import IndexStateError, reason
 from ._status import INDEX_FORMAT, SIDECAR_NAME
 
 
@@ -92,7 +92,7 @@ class HnswIndex:
             index.load_index(str(Path(folder) / f"hnsw-{gen}.bin"), max_elements=int(sidecar["capacity"]))
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise IndexStateError(
-                f"the index in {folder} is damaged: {str(exc).splitlines()[0][:200]}",
+                f"the index in {folder} is damaged: {reason(exc)}",
                 hint="run 'vecmetric index --rebuild'",
             ) from None
         if index.get_current_count() != int(sidecar.get("elements", -1)) or index.dim != int(sidecar["dim"]):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import EncoderError, InputError, StoreMismatchError
+from ..errors import EncoderError, InputError, StoreMismatchError, reason
 from ..progress import Reporter
 from ..store import embeddings_to_numpy, open_store
 
@@ -154,7 +154,7 @@ def _rows_by_id(store, wanted) -> dict[int, tuple[str, str]]:
             table = parquet.read_row_groups(groups, columns=["id", "path", "label"])
         except (OSError, ValueError, StopIteration) as exc:
             raise StoreError(
-                f"store {store.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200] if str(exc) else part.name}",
+                f"store {store.path} has a damaged Parquet file ({part.name}): {reason(exc)}",
                 hint="run 'vecmetric verify --repair' to drop damaged files, then embed again",
             ) from None
         ids = np.asarray(table.column("id").to_pylist(), dtype=np.int64)  # ChunkedArray.to_numpy imports pandas too

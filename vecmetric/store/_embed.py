@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..progress import Reporter, reporter_or_default
 from ._labels import root_of
 from ._lock import StoreLock
-from ._manifest import create_store, open_store
+from ._manifest import create_store, open_store, prepare_store_folder
 from ._plan import EmbedPlan, plan_embed
 from ._scan import FileEntry, scan_folder
 from ._store import MANIFEST_NAME, Store
@@ -55,17 +55,22 @@ class EmbedResult:
         return out
 
 
-def _open_or_create(store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool):
-    """The store at ``store_path`` (created for ``model`` when new) and its loaded encoder."""
+def _load_model(store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool):
+    """The encoder to embed with: ``model``, else the existing store's own, else the default."""
     from ..encoders import load_encoder
 
+    if model is None and (store_path / MANIFEST_NAME).exists():
+        model = open_store(store_path).model["spec"]
+    return load_encoder(model, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
+
+
+def _open_or_create(store_path: Path, encoder) -> Store:
+    """The store (created for ``encoder`` when new), checked to hold this encoder's vectors; call under the lock."""
     if (store_path / MANIFEST_NAME).exists():
         store = open_store(store_path)
-        encoder = load_encoder(model or store.model["spec"], device=device, precision=precision, allow_pickle_files=allow_pickle_files)
         store.check_model(encoder)
-        return store, encoder
-    encoder = load_encoder(model, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
-    return create_store(store_path, encoder), encoder
+        return store
+    return create_store(store_path, encoder)
 
 
 def _write_outcomes(outcomes, todo: list[FileEntry], writer: RowWriter, result: EmbedResult) -> None:
@@ -161,12 +166,15 @@ def embed_directory(
     if not scan.files:
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
-    store_obj, encoder = _open_or_create(store_path, model, device, precision, allow_pickle_files)
+    encoder = _load_model(store_path, model, device, precision, allow_pickle_files)
     result = EmbedResult(store=str(store_path.resolve()), model=encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
     engine_options = {"batch_size": batch_size, "workers": workers, "decode": decode, "flush_rows": flush_rows}
 
+    prepare_store_folder(store_path)
+    # The store is created under its lock: two runs racing to create it cannot both write a manifest.
     with StoreLock(store_path, "embed"):
+        store_obj = _open_or_create(store_path, encoder)
         remove_dead_temporaries(store_path)  # half-written files of a killed run
         store_obj.add_root(str(root))
         plan = plan_embed(store_obj, scan.files, root)

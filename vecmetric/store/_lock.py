@@ -35,12 +35,22 @@ class StoreLock:
             if owner is None or self.is_stale():
                 self._remove_stale()
                 continue
-            raise StoreLockedError(
-                f"store {self.path.parent} is in use by another vecmetric process "
-                f"(pid {owner.get('pid')} on {owner.get('host')}, running {owner.get('purpose')})",
-                hint=f"wait for it to finish; if that process is gone, delete {self.path}",
-            )
+            raise self._locked_error(owner)
         raise StoreLockedError(f"could not take the lock {self.path}")
+
+    def raise_if_held(self) -> None:
+        """Raise ``StoreLockedError`` when another live process holds the lock (without taking it)."""
+        owner = self._read_owner() if self.path.exists() else None
+        mine = owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+        if owner is not None and not mine and not self.is_stale():
+            raise self._locked_error(owner)
+
+    def _locked_error(self, owner: dict) -> StoreLockedError:
+        return StoreLockedError(
+            f"store {self.path.parent} is in use by another vecmetric process "
+            f"(pid {owner.get('pid')} on {owner.get('host')}, running {owner.get('purpose')})",
+            hint=f"wait for it to finish; if that process is gone, delete {self.path}",
+        )
 
     def _try_create(self) -> bool:
         """Create the lock file; False if it exists already."""

@@ -18,9 +18,10 @@ from typing import Any
 from .. import __version__
 from .._fsutil import read_json
 from ..errors import ManifestError, StoreError
+from ._lock import StoreLock
 from ._store import MANIFEST_NAME, MODEL_METADATA_KEY, PART_PREFIX, PART_SUFFIX, STORE_FORMAT, Store
 
-__all__ = ["open_store", "create_store", "rebuild_manifest"]
+__all__ = ["open_store", "create_store", "prepare_store_folder", "rebuild_manifest"]
 
 
 def _versions() -> dict[str, str]:
@@ -44,6 +45,7 @@ def open_store(path: str | os.PathLike) -> Store:
     path = Path(path)
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
+        StoreLock(path, "open").raise_if_held()  # being created by a live process right now
         if any(path.glob(f"{PART_PREFIX}*{PART_SUFFIX}")):
             raise ManifestError(f"the store {path} has lost its {MANIFEST_NAME}", hint="'vecmetric verify --repair' rebuilds it from the data")
         if path.is_dir() and any(path.iterdir()):
@@ -109,15 +111,27 @@ def _new_manifest(model: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create_store(path: str | os.PathLike, encoder) -> Store:
-    """Create an empty store for vectors of ``encoder`` (its manifest first, so it is valid at once)."""
+def prepare_store_folder(path: str | os.PathLike) -> Path:
+    """Make the folder a new store will live in (so its lock can be taken before the store is created).
+
+    Raises:
+        StoreError: the folder holds files that are not a store's, or it cannot be created.
+    """
     path = Path(path)
-    if path.is_dir() and any(not p.name.startswith((".", "_")) for p in path.iterdir()):
+    if path.is_dir() and not (path / MANIFEST_NAME).exists() and any(not p.name.startswith((".", "_")) for p in path.iterdir()):
         raise StoreError(f"{path} is a folder that is not a vecmetric store", hint="choose an empty or new --store folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create store folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def create_store(path: str | os.PathLike, encoder) -> Store:
+    """Create an empty store for vectors of ``encoder`` (its manifest first, so it is valid at once)."""
+    path = prepare_store_folder(path)
+    if (path / MANIFEST_NAME).exists():
+        raise StoreError(f"{path} is already a vecmetric store", hint="open it with open_store, or choose a new folder")
     store = Store(path, _new_manifest(encoder.describe()))
     store.write_manifest()
     return store

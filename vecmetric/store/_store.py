@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .._fsutil import atomic_write, atomic_write_json, fsync_dir
-from ..errors import StoreError, StoreMismatchError
+from ..errors import StoreError, StoreMismatchError, reason
 
 MANIFEST_NAME = "_manifest.json"
 ERRORS_NAME = "_errors.jsonl"
@@ -158,7 +158,7 @@ class Store:
             return self.dataset(parts).to_table(columns=columns, filter=filter)
         except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
             raise StoreError(
-                f"store {self.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200]}",
+                f"store {self.path} has a damaged Parquet file: {reason(exc)}",
                 hint="'vecmetric verify --repair' sets damaged files aside; then embed again to restore their rows",
             ) from None
 
@@ -172,7 +172,7 @@ class Store:
             yield from self.dataset().to_batches(columns=columns, batch_size=batch_size, filter=filter, use_threads=use_threads)
         except (OSError, ValueError) as exc:
             raise StoreError(
-                f"store {self.path} has a damaged Parquet file: {str(exc).splitlines()[0][:200]}",
+                f"store {self.path} has a damaged Parquet file: {reason(exc)}",
                 hint="'vecmetric verify --repair' sets damaged files aside; then embed again to restore their rows",
             ) from None
 

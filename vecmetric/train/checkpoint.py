@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fsutil import atomic_write_bytes, atomic_write_json, read_tagged_json
-from ..errors import TrainError
+from ..errors import TrainError, reason
 
 __all__ = [
     "RUN_FORMAT",
@@ -180,7 +180,7 @@ def load_last_state(run_dir: Path) -> dict[str, Any] | None:
         state["optimizer"] = optimizer_state_dict(load_file(str(last / OPTIMIZER_NAME)), state["optimizer"])
         state["scheduler"]["lr_lambdas"] = [None] * len(state["optimizer"]["param_groups"])
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
-        raise TrainError(f"cannot resume from {last}: {str(exc).splitlines()[0][:200]}", hint="start a new run with another --out") from None
+        raise TrainError(f"cannot resume from {last}: {reason(exc)}", hint="start a new run with another --out") from None
     return state
 
 

@@ -118,6 +118,21 @@ def _gb(nbytes: int) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
+@dataclass(frozen=True)
+class _Limit:
+    """A memory that the cache must fit in: how much is free, the share ``auto`` may use, and how to make room."""
+
+    free: int | None
+    name: str
+    auto_share: float
+    budget_name: str
+    ram_hint: str
+
+    @property
+    def budget(self) -> float | None:
+        return self.free * self.auto_share if self.free else None
+
+
 def plan_image_cache(paths: Sequence[str], min_size: int, mode: str, *, shared: bool, processes: int = 1, threads: int | None = None) -> CachePlan:
     """Read the images' headers and decide whether their decoded pixels go in memory.
 
@@ -144,30 +159,36 @@ def plan_image_cache(paths: Sequence[str], min_size: int, mode: str, *, shared: 
             raise TrainError(f"cannot read {path} (changed since the scan?): {exc}") from None
 
     processes = max(1, processes)
-    memory, shm = available_memory(), shared_memory_free() if shared else None
-    limits = [(memory, "the free memory"), (shm, f"the free shared memory ({SHM_PATH})")]
-    budgets = [(memory and AUTO_MEMORY_SHARE * memory, "a quarter of the free memory"), (shm and shm / 2, f"half the free {SHM_PATH}")]
+    limits = [
+        _Limit(available_memory(), "the free memory", AUTO_MEMORY_SHARE, "a quarter of the free memory", "use --cache off"),
+        _Limit(
+            shared_memory_free() if shared else None,
+            f"the free shared memory ({SHM_PATH})",
+            0.5,
+            f"half the free {SHM_PATH}",
+            "use --cache off, --workers 0 or a larger /dev/shm (docker --shm-size)",
+        ),
+    ]
     with ThreadPoolExecutor(max_workers=threads or decode_threads()) as pool:
         if mode == "auto" and len(paths) > 4 * HEADER_SAMPLE:
             # A large folder that clearly cannot fit is declined from a sample of its headers.
             sample = random.Random(0).sample(list(paths), HEADER_SAMPLE)
             estimate = sum(3 * w * h for w, h in pool.map(size, sample)) / HEADER_SAMPLE * len(paths) * processes
-            for budget, name in budgets:
-                if budget and estimate > 2 * budget:
-                    return CachePlan(False, [], 0, f"about {_gb(estimate)} is more than {name} (--cache ram to force it)")
+            for limit in limits:
+                if limit.budget and estimate > 2 * limit.budget:
+                    return CachePlan(False, [], 0, f"about {_gb(estimate)} is more than {limit.budget_name} (--cache ram to force it)")
         sizes = list(pool.map(size, paths, chunksize=256))
     nbytes = sum(3 * w * h for w, h in sizes)
     needed = nbytes * processes
-    for limit, name in limits:
-        if limit is not None and needed > limit:
+    for limit in limits:
+        if limit.free is not None and needed > limit.free:
             if mode == "ram":
-                hint = "use --cache off" + (", --workers 0 or a larger /dev/shm (docker --shm-size)" if "shm" in name else "")
-                raise TrainError(f"--cache ram: the decoded images need {_gb(needed)}, more than {name}, {_gb(limit)}", hint=hint)
-            return CachePlan(False, sizes, nbytes, f"{_gb(needed)} would not fit in {name}")
+                raise TrainError(f"--cache ram: the decoded images need {_gb(needed)}, more than {limit.name}, {_gb(limit.free)}", hint=limit.ram_hint)
+            return CachePlan(False, sizes, nbytes, f"{_gb(needed)} would not fit in {limit.name}")
     if mode == "auto":
-        for budget, name in budgets:
-            if budget and needed > budget:
-                return CachePlan(False, sizes, nbytes, f"{_gb(needed)} is more than {name} (--cache ram to force it)")
+        for limit in limits:
+            if limit.budget and needed > limit.budget:
+                return CachePlan(False, sizes, nbytes, f"{_gb(needed)} is more than {limit.budget_name} (--cache ram to force it)")
     return CachePlan(True, sizes, nbytes, f"{_gb(nbytes)}")
 
 

@@ -92,8 +92,7 @@ class TrainSession:
     def __init__(self, plan: RunPlan, options: TrainOptions, fabric, reporter: Reporter):
         import torch
 
-        from ..encoders import resolve_precision
-        from ..encoders._inference import Normalizer
+        from ..encoders import Normalizer, resolve_precision
 
         self.plan, self.options, self.fabric, self.reporter = plan, options, fabric, reporter
         self.is_main = fabric.is_global_zero
@@ -133,7 +132,7 @@ class TrainSession:
         """Retrieval metrics on the held-out classes ({} without validation)."""
         import torch
 
-        from ..encoders._inference import inference_autocast
+        from ..encoders import inference_autocast
 
         if self.val_loader is None:
             return {}
