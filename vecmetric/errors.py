@@ -9,6 +9,7 @@ Exit codes:
     2   bad command-line usage (typer/click's own code)
     3   InputError: a missing, empty or unreadable input folder or file
     4   EncoderError: unknown model spec, weights that cannot be loaded
+        (ExportError: an ONNX export that is missing, failed, damaged or made for another model)
     5   StoreError: a store that is missing, damaged or made by another model
     6   IndexStateError: an index that is missing, damaged or does not match its store
     7   TrainError: training data or a run folder that cannot be used
@@ -22,6 +23,7 @@ __all__ = [
     "VecmetricError",
     "InputError",
     "EncoderError",
+    "ExportError",
     "StoreError",
     "StoreMismatchError",
     "ManifestError",
@@ -55,6 +57,13 @@ class EncoderError(VecmetricError):
     """A model spec is unknown or its weights cannot be loaded."""
 
     exit_code = 4
+
+
+class ExportError(EncoderError):
+    """An exported (ONNX) query model is missing, failed, damaged or belongs to another model.
+
+    Callers that can run the torch model instead catch this and fall back to it.
+    """
 
 
 class StoreError(VecmetricError):
