@@ -7,6 +7,7 @@ reads it, without torch.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,11 @@ def export_dir(fingerprint: str) -> Path:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _digest(data: dict[str, Any]) -> str:
+    """A hash of ``export.json``'s own fields: a flipped byte in its preprocessing or metric is caught too."""
+    return sha256_hex(json.dumps({k: v for k, v in data.items() if k != "digest"}, sort_keys=True).encode())
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,8 @@ class ExportInfo:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["folder"]
-        return {"format": EXPORT_FORMAT, "format_version": FORMAT_VERSION, **data}
+        data = {"format": EXPORT_FORMAT, "format_version": FORMAT_VERSION, **data}
+        return {**data, "digest": _digest(data)}
 
     @classmethod
     def from_dict(cls, folder: str | os.PathLike, data: dict[str, Any]) -> "ExportInfo":
@@ -105,6 +112,8 @@ def read_export_info(folder: str | os.PathLike) -> ExportInfo:
     data = read_tagged_json(path, EXPORT_FORMAT, ExportError, "ONNX export description")
     if data.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{path} has format version {data.get('format_version')!r}; this vecmetric reads {FORMAT_VERSION}")
+    if data.get("digest") != _digest(data):
+        raise ExportError(f"{path} is damaged: its digest does not match its content", hint="delete the folder and export again")
     try:
         info = ExportInfo.from_dict(folder, data)
     except TypeError as exc:
