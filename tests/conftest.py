@@ -22,7 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+# VECMETRIC_TEST_DATA points a worktree (whose parent has no shared/) at the shared data.
+SHARED_DATA = Path(os.environ.get("VECMETRIC_TEST_DATA") or REPO_ROOT / ".." / "shared" / "data").resolve()
 OMNIGLOT = SHARED_DATA / "omniglot_small"
 
 #: A deterministic untrained timm model: 256-d embeddings at 160 px, fast on a CPU.
@@ -235,3 +236,70 @@ def other_process():
     yield proc
     proc.kill()
     proc.wait()
+
+
+#: open_clip's smallest built-in architecture with both towers (CLIP's BPE tokenizer), untrained.
+CLIP_MODEL = "open_clip:ViT-S-32-alt@random"
+
+
+@pytest.fixture(scope="session")
+def l2_head_checkpoint(tmp_path_factory) -> str:
+    """A checkpoint of the tiny model with a 32-d projection head, not normalised, for the l2 metric.
+
+    Its batch-norm statistics are measured on generated images: the untouched random network maps
+    every image to nearly one point (distances ~1e-6, where float noise decides neighbours), this
+    one spreads them as a trained network would.
+    """
+    import torch
+
+    from vecmetric.encoders import ArchitectureConfig, load_encoder, save_checkpoint
+    from vecmetric.encoders._export_check import natural_images
+    from vecmetric.encoders._model import EmbeddingModel
+
+    tiny = load_encoder(TINY_MODEL, device="cpu", precision="fp32")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = EmbeddingModel(tiny.model.backbone, tiny.model.backbone_dim, embedding_dim=32, normalize=False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batch
+    with torch.no_grad():
+        model.train()(tiny.normalize(natural_images(tiny.preprocess, count=32, seed=5)))
+    model.eval()
+    architecture = ArchitectureConfig(source="timm", name=tiny.architecture.name, embedding_dim=32, normalize=False)
+    folder = tmp_path_factory.mktemp("l2-head") / "run"
+    save_checkpoint(folder, model, architecture, tiny.preprocess, metric="l2")
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(spec)`` -> ``(encoder, ExportInfo)``: each model loaded (CPU, fp32) and exported once per session."""
+    done = {}
+
+    def get(spec: str):
+        if spec not in done:
+            from vecmetric.encoders import load_encoder
+            from vecmetric.encoders.export import export_encoder
+
+            encoder = load_encoder(spec, device="cpu", precision="fp32")
+            done[spec] = (encoder, export_encoder(encoder, tmp_path_factory.mktemp("export") / "model"))
+        return done[spec]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mixed_images(tmp_path_factory) -> list[Path]:
+    """Ten images of different kinds: real faces (PGM), objects and characters (PNG), and two colour JPEGs."""
+    picks = ["orl_faces/s1/1.pgm", "orl_faces/s7/4.pgm", "orl_faces/s23/9.pgm", "coil20_32px/obj01/00.png"]
+    picks += ["coil20_32px/obj07/30.png", "coil20_32px/obj13/60.png", "omniglot_small/Greek__character13/0406_03.png"]
+    picks += ["omniglot_small/Balinese__character01/0108_01.png"]
+    paths = [SHARED_DATA / p for p in picks]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    folder = tmp_path_factory.mktemp("colour")
+    for i in range(2):
+        _draw_image(folder / f"colour_{i}.jpg", seed=40 + i, cls=i + 1, size=300)
+    return paths + sorted(folder.glob("*.jpg"))
