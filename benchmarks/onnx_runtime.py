@@ -58,10 +58,10 @@ def measure_model(spec: str, folder: Path, photo: Path, batch_size: int, repeats
     image = info.towers["image"]
     onnx = load_export(folder)
     batch = natural_images(encoder.preprocess, count=batch_size, seed=1)
-    rates = throughput(onnx.embed_tensors, encoder.embed_tensors, batch, repeats=repeats)
+    rates = throughput(onnx.embed_tensors, encoder.embed_tensors, batch, rounds=repeats, budget_s=float("inf"))
     if encoder.precision != "fp32":  # also torch in fp32 (auto picked bf16 on this CPU)
         encoder.precision, auto = "fp32", encoder.precision
-        fp32 = throughput(onnx.embed_tensors, encoder.embed_tensors, batch, repeats=repeats)
+        fp32 = throughput(onnx.embed_tensors, encoder.embed_tensors, batch, rounds=repeats, budget_s=float("inf"))
         encoder.precision = auto
         rates["torch_fp32_images_per_s"] = fp32["torch_images_per_s"]
     raw = (folder / image["file"]).read_bytes()

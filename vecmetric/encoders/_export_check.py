@@ -103,19 +103,25 @@ def compare(onnx_out, torch_out, metric: str) -> dict[str, Any]:
     }
 
 
-def throughput(run_onnx: Callable, run_torch: Callable, batch, repeats: int = 2) -> dict[str, float]:
-    """Images per second of each runner on ``batch``: one warm-up, then the best of ``repeats``.
+def throughput(run_onnx: Callable, run_torch: Callable, batch, rounds: int = 3, budget_s: float = 1.0) -> dict[str, float]:
+    """Images per second of each runner on ``batch``: the best of up to ``rounds`` timed runs.
 
-    The two runners alternate, so a burst of load from another process hits both alike.
+    One warm-up run each, then the two runners alternate (so a burst of load from another process
+    hits both alike) until ``rounds`` rounds or ``budget_s`` seconds of timed runs, at least one.
     """
-    best = {"onnxruntime": float("inf"), "torch": float("inf")}
     runners = {"onnxruntime": run_onnx, "torch": run_torch}
-    for attempt in range(repeats + 1):
+    best = {name: float("inf") for name in runners}
+    for run in runners.values():
+        run(batch)
+    spent = 0.0
+    for _ in range(rounds):
         for name, run in runners.items():
             start = time.perf_counter()
             run(batch)
-            if attempt:
-                best[name] = min(best[name], time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            best[name], spent = min(best[name], seconds), spent + seconds
+        if spent >= budget_s:
+            break
     return {f"{name}_images_per_s": round(len(batch) / seconds, 1) for name, seconds in best.items()}
 
 

@@ -30,11 +30,11 @@ class ImageGraph(nn.Module):
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images.float() - self.mean) / self.std).float()
+        return self.model((images.float() - self.pixel_mean) / self.pixel_std).float()
 
 
 class TextGraph(nn.Module):
