@@ -183,3 +183,22 @@ def test_default_folder_is_the_user_cache(tmp_path, tiny_encoder, monkeypatch):
     assert info.ok and info.folder == tmp_path / "cache" / "exports" / tiny_encoder.fingerprint == export_dir(tiny_encoder.fingerprint)
     assert (info.folder / "export.json").is_file()
     assert export_dir("hf-hub:org/model-0123") == tmp_path / "cache" / "exports" / "hf-hub_org_model-0123"
+
+
+def test_only_clips_bpe_tokenizer_is_exported(monkeypatch):
+    import open_clip
+
+    from vecmetric.encoders._export_check import clip_tokenizer_settings
+
+    reference, settings, reason = clip_tokenizer_settings("RN50")
+    assert reason is None and type(reference).__name__ == "SimpleTokenizer"
+    assert settings["context_length"] == 77 and settings["clean"] == "lower" and settings["vocab_path"].endswith(".txt.gz")
+    # SigLIP's tokenizer is SentencePiece through Hugging Face: recorded as the reason, not raised
+    assert clip_tokenizer_settings("ViT-B-16-SigLIP")[:2] == (None, None)
+    assert clip_tokenizer_settings("ViT-B-16-SigLIP")[2]
+
+    class OtherTokenizer:
+        pass
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", lambda arch: OtherTokenizer())
+    assert clip_tokenizer_settings("RN50")[2] == "its tokenizer is OtherTokenizer; only CLIP's BPE tokenizer (SimpleTokenizer) is exported"
