@@ -65,6 +65,10 @@ else
     step "training throughput skipped: ../shared/data/omniglot_small not found"
 fi
 
+# On the CPU only: whether onnxruntime (fp32) still beats torch where the CPU has AMX (bf16).
+step "ONNX export and torch-free queries (CPU)"
+"$PYTHON" benchmarks/onnx_runtime.py
+
 if [ "$SKIP_1M" != 1 ]; then
     # The build ratio is measured at 100k; at 1M only vecmetric builds (saves ~2 minutes).
     step "index: 1M vectors"

@@ -22,7 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+# VECMETRIC_TEST_DATA points a worktree (whose parent has no shared/) at the shared data.
+SHARED_DATA = Path(os.environ.get("VECMETRIC_TEST_DATA") or REPO_ROOT / ".." / "shared" / "data").resolve()
 OMNIGLOT = SHARED_DATA / "omniglot_small"
 
 from _helpers import OTHER_TINY_MODEL, TINY_MODEL  # noqa: E402  (tests/ is on sys.path: see _helpers)
@@ -236,3 +237,76 @@ def other_process():
     yield proc
     proc.kill()
     proc.wait()
+
+
+#: open_clip's smallest built-in architecture with both towers (CLIP's BPE tokenizer), untrained.
+CLIP_MODEL = "open_clip:ViT-S-32-alt@random"
+
+
+@pytest.fixture(scope="session")
+def l2_head_checkpoint(tmp_path_factory) -> str:
+    """A checkpoint of the tiny model with a 32-d projection head, not normalised, for the l2 metric.
+
+    Its batch-norm statistics are measured on generated images: the untouched random network maps
+    every image to nearly one point (distances ~1e-6, where float noise decides neighbours), this
+    one spreads them as a trained network would.
+    """
+    import torch
+
+    from vecmetric.encoders import ArchitectureConfig, load_encoder, save_checkpoint
+    from vecmetric.encoders._export_check import natural_images
+    from vecmetric.encoders._model import EmbeddingModel
+
+    tiny = load_encoder(TINY_MODEL, device="cpu", precision="fp32")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = EmbeddingModel(tiny.model.backbone, tiny.model.backbone_dim, embedding_dim=32, normalize=False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batch
+    with torch.no_grad():
+        model.train()(tiny.normalize(natural_images(tiny.preprocess, count=32, seed=5)))
+    model.eval()
+    architecture = ArchitectureConfig(source="timm", name=tiny.architecture.name, embedding_dim=32, normalize=False)
+    folder = tmp_path_factory.mktemp("l2-head") / "run"
+    save_checkpoint(folder, model, architecture, tiny.preprocess, metric="l2")
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(spec)`` -> ``(encoder, ExportInfo)``: each model loaded (CPU, fp32) and exported once per session."""
+    done = {}
+
+    def get(spec: str):
+        if spec not in done:
+            from vecmetric.encoders import load_encoder
+            from vecmetric.encoders.export import export_encoder
+
+            encoder = load_encoder(spec, device="cpu", precision="fp32")
+            done[spec] = (encoder, export_encoder(encoder, tmp_path_factory.mktemp("export") / "model"))
+        return done[spec]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mixed_images(tmp_path_factory) -> list[Path]:
+    """Images of different kinds, from what every clone has: bundled Omniglot characters (1-bit PNGs), a
+    held-out query, greyscale and colour JPEGs, and an RGBA PNG; plus real faces and objects when the
+    shared data sets are there."""
+    bundled = REPO_ROOT / "examples"
+    paths = [
+        bundled / "data/omniglot/train/Balinese__character01/0108_01.png",
+        bundled / "data/omniglot/test/Greek__character13/0406_03.png",
+        bundled / "data/omniglot/test/Tagalog__character03/0895_01.png",
+        sorted((bundled / "queries").glob("*.png"))[0],
+    ]
+    folder = tmp_path_factory.mktemp("mixed")
+    for i in range(2):
+        _draw_image(folder / f"colour_{i}.jpg", seed=40 + i, cls=i + 1, size=300)
+    _draw_image(folder / "grey.jpg", seed=50, cls=3, size=200, mode="L")
+    _draw_image(folder / "alpha.png", seed=51, cls=4, size=120, mode="RGBA")
+    shared = [SHARED_DATA / p for p in ("orl_faces/s1/1.pgm", "orl_faces/s23/9.pgm", "coil20_32px/obj07/30.png")]
+    return [p for p in paths if p.is_file()] + sorted(folder.iterdir()) + [p for p in shared if p.is_file()]

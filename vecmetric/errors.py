@@ -16,6 +16,7 @@ __all__ = [
     "reason",
     "InputError",
     "EncoderError",
+    "ExportError",
     "StoreError",
     "StoreMismatchError",
     "ManifestError",
@@ -67,6 +68,13 @@ class EncoderError(VecmetricError):
     """A model spec is unknown or its weights cannot be loaded."""
 
     exit_code = 4
+
+
+class ExportError(EncoderError):
+    """An exported (ONNX) query model is missing, failed, damaged or belongs to another model.
+
+    Callers that can run the torch model instead catch this and fall back to it.
+    """
 
 
 class StoreError(VecmetricError):
