@@ -6,9 +6,9 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_CODES
-from ._logging import configure_logging
 from . import embed, index, info, models, search, train, verify
 from . import eval as eval_cmd
+from ._logging import configure_logging
 
 app = typer.Typer(
     name="vecmetric",

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
+from ..errors import reason
 from ._config import PreprocessConfig
 
 #: The ONNX vectors must keep at least this cosine similarity to torch fp32's, on every sample.
@@ -139,7 +140,7 @@ def clip_tokenizer_settings(arch: str) -> tuple[Any, dict[str, Any] | None, str 
     try:
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as exc:  # HF and SentencePiece tokenizers may need a download or a missing package
-        return None, None, f"open_clip cannot build its tokenizer here: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return None, None, f"open_clip cannot build its tokenizer here: {type(exc).__name__}: {reason(exc)}"
     if type(tokenizer) is not oc_tokenizer.SimpleTokenizer:
         return None, None, f"its tokenizer is {type(tokenizer).__name__}; only CLIP's BPE tokenizer (SimpleTokenizer) is exported"
     if getattr(tokenizer, "reduction_fn", None) is not None:

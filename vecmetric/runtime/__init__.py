@@ -5,16 +5,22 @@ timm, open_clip or torchvision. Exports are written by ``vecmetric.encoders.expo
 """
 
 from ._format import EXPORT_FILE, ExportInfo, export_dir, read_export_info
-from ._onnx import OnnxEncoder, default_threads, load_export
+from ._onnx import OnnxEncoder, load_export
+from ._select import MODEL_DIR, ONNXRUNTIME, TORCH, export_state, model_dir, open_query_encoder
 from ._tokenizer import ClipTokenizer
 
 __all__ = [
     "EXPORT_FILE",
+    "MODEL_DIR",
+    "ONNXRUNTIME",
+    "TORCH",
     "ClipTokenizer",
     "ExportInfo",
     "OnnxEncoder",
-    "default_threads",
     "export_dir",
+    "export_state",
     "load_export",
+    "model_dir",
+    "open_query_encoder",
     "read_export_info",
 ]

@@ -7,17 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._system import usable_cpus
 from ..encoders._config import PreprocessConfig
-from ..errors import ExportError
+from ..errors import ExportError, reason
 from ._format import IMAGE_TOWER, TEXT_TOWER, ExportInfo, check_sizes, read_export_info, read_verified
-
-
-def default_threads() -> int:
-    """The cores this process may use (its CPU affinity where the platform tells it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def load_export(folder: str | os.PathLike, fingerprint: str | None = None, threads: int | None = None) -> "OnnxEncoder":
@@ -70,7 +63,7 @@ class OnnxEncoder:
         self.dim = int(info.dim)
         self.metric = info.metric
         self.preprocess = PreprocessConfig.from_dict(info.preprocess)
-        self.threads = int(threads or default_threads())
+        self.threads = int(threads or usable_cpus())
         self._sessions: dict[str, Any] = {}
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -109,7 +102,7 @@ class OnnxEncoder:
         try:
             return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, not exported by name
-            raise ExportError(f"onnxruntime cannot load {self.info.folder / entry['file']}: {str(exc).splitlines()[0][:300]}") from None
+            raise ExportError(f"onnxruntime cannot load {self.info.folder / entry['file']}: {reason(exc, 300)}") from None
 
     def _run(self, tower: str, array) -> Any:
         entry = self.info.towers[tower]
