@@ -83,6 +83,36 @@ def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, te
     return Sheet(title, rows)
 
 
+def _term_caption(term: Any, alone: bool) -> list[str]:
+    weight = float(term.weight)
+    lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}×"]
+    if getattr(term, "row_id", None) is not None and not getattr(term, "embedded", True):
+        lines.append(f"stored @{term.row_id}")
+    return lines
+
+
+def results_sheet(results: Sequence[Any], *, title: str = "vecmetric search") -> Sheet:
+    """A sheet with one row per query result: a cell per query term (its image, or its text), then the hits.
+
+    Args:
+        results: ``QueryResult``s: each has ``source`` (the query as given), ``terms`` (with ``weight`` and
+            ``path`` or ``text``, and ``row_id``/``embedded`` for stored images) and is a sequence of hits.
+        title: the sheet's title.
+    """
+    rows = []
+    for result in results:
+        terms = list(result.terms)
+        alone = len(terms) == 1 and float(terms[0].weight) == 1.0
+        cells = []
+        for term in terms:
+            if term.path is None:
+                cells.append(SheetItem(None, [*_term_caption(term, alone), f"text: {term.text}"], link=""))
+            else:
+                cells.append(SheetItem(term.path, _term_caption(term, alone)))
+        rows.append(SheetRow(result.source, cells, [SheetItem(hit.path, hit_caption(hit)) for hit in result]))
+    return Sheet(title, rows)
+
+
 def check_size(size: int) -> int:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"thumbnail size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}")
