@@ -68,3 +68,12 @@ def test_query_vectors_of_many_queries_are_each_their_own(vector_store, clustere
     for result, want in zip(results, [(data[1] + data[2]) / 2, data[3], (3 * data[4] - data[5]) / 3]):
         ids, _ = exact_search(data, want[None], 3, metric="l2")
         assert [h.id for h in result] == ids[0].tolist()
+
+
+def test_the_public_api_still_finds_search_store():
+    import vecmetric
+    import vecmetric.index
+    import vecmetric.query
+
+    assert vecmetric.search_store is vecmetric.query.search_store is vecmetric.index.search_store
+    assert vecmetric.index.SearchHit is vecmetric.query.SearchHit

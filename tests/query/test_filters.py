@@ -40,7 +40,8 @@ def truth(data, labels, paths, metric, query_id, flt: SearchFilter, k):
 FILTERS = [
     SearchFilter(labels=("c1", "c3")),  # ~22% of the rows: hnswlib's filter inside the graph search
     SearchFilter(path="/archive/*"),  # a third
-    SearchFilter(labels=("c2",), path="/data/*"),  # ~7%: exact over the index's vectors
+    SearchFilter(labels=("c2",), path="/data/*"),  # ~7%
+    SearchFilter(labels=("c2",), path="*/0???0.jpg"),  # ~1%: exact over the index's vectors
     SearchFilter(labels=("c9",)),  # 7 rows: fewer than k
     SearchFilter(labels=("c4", "c5", "c6", "c7"), path="*.jpg"),  # ~44%
 ]
@@ -66,13 +67,13 @@ def test_filters_against_exact_search(vector_store, rows, no_model, metric):
             np.testing.assert_allclose([h.distance for h in result], dist, atol=1e-4)
 
 
-@pytest.mark.parametrize("exact_below", [0, None])
-def test_k_results_whenever_k_rows_match(vector_store, rows, no_model, monkeypatch, exact_below):
-    """Through hnswlib's filter (exact_below=0 forces it even for 7 rows) and through the exact shortcut."""
+@pytest.mark.parametrize("exact_fraction", [0, None])
+def test_k_results_whenever_k_rows_match(vector_store, rows, no_model, monkeypatch, exact_fraction):
+    """Through hnswlib's filter (exact_fraction=0 forces it even for 7 rows) and through the exact shortcut."""
     import vecmetric.query._nearest as nearest
 
-    if exact_below is not None:
-        monkeypatch.setattr(nearest, "EXACT_BELOW", exact_below)
+    if exact_fraction is not None:
+        monkeypatch.setattr(nearest, "EXACT_FRACTION", exact_fraction)
     data, labels, paths = rows
     store = vector_store(data, metric="l2", labels=labels, paths=paths)
     rare = [i for i in range(N) if labels[i] == "c9"]
