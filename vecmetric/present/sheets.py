@@ -63,7 +63,7 @@ def file_uri(path: str | os.PathLike) -> str:
 
 def hit_caption(hit: Any) -> list[str]:
     """The caption lines of one search result: ``#rank  distance`` and the label."""
-    return [f"#{hit.rank}  {float(hit.distance):.4f}", str(hit.label)]
+    return [f"#{hit.rank}  {float(hit.distance):.4f}", "" if hit.label is None else str(hit.label)]
 
 
 def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, text: bool = False, title: str = "vecmetric search") -> Sheet:
