@@ -34,9 +34,9 @@ def test_cells_per_term_and_hit():
     assert [(c.path, c.caption) for c in single.query_images] == [("/p/a.jpg", ["query"])]
     assert [(i.path, i.caption) for i in single.items] == [("/p/x.jpg", ["#1  0.1250", "cats"]), ("/p/y.jpg", ["#2  0.2500", ""])]
     assert [(c.path, c.caption, c.href()) for c in expression.query_images] == [
-        (None, ["+ 2×", "text: red car"], ""),
-        ("/p/s.jpg", ["+ 1×", "stored @7"], "file:///p/s.jpg"),
-        ("/q/b.jpg", ["- 1×"], "file:///q/b.jpg"),
+        (None, ["+ 2x", "text: red car"], ""),
+        ("/p/s.jpg", ["+ 1x", "stored @7"], "file:///p/s.jpg"),
+        ("/q/b.jpg", ["- 1x"], "file:///q/b.jpg"),
     ]
 
 

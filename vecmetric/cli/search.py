@@ -121,8 +121,8 @@ def search_command(
             filters=filters,
             keep_query_images=keep_query_images,
         )
+    _write_sheets(results, html, sheet)  # first: a reader that stops early (| head) must not cost the files
     _print_results(results, json_out, paths_out, preview)
-    _write_sheets(results, html, sheet)
 
 
 def register(app: typer.Typer) -> None:

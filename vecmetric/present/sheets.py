@@ -85,7 +85,7 @@ def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, te
 
 def _term_caption(term: Any, alone: bool) -> list[str]:
     weight = float(term.weight)
-    lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}×"]
+    lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}x"]
     if getattr(term, "row_id", None) is not None and not getattr(term, "embedded", True):
         lines.append(f"stored @{term.row_id}")
     return lines
