@@ -145,3 +145,47 @@ def test_search_with_the_export_imports_no_torch(tiny_store, exported, image_fol
     assert done.returncode == 0, done.stderr[-2000:]
     assert packages & (heavy | {"onnxruntime", "PIL"}) == set()  # a stored image: no model, no decoding
     assert len(done.stdout.splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_texts_and_images_in_one_query_through_the_export(exported, make_images, tmp_path):
+    """'2:a red circle' + image - 'a blue square' on an open_clip store: the export's text and image towers,
+    combined as numpy says, from torch's own embeddings of the same terms."""
+    from vecmetric.index import build_index, exact_search
+    from vecmetric.query import resolve_queries
+    from vecmetric.query._rows import read_columns
+    from vecmetric.runtime import open_query_encoder
+    from vecmetric.store import embed_directory, embeddings_to_numpy, open_store
+
+    clip = "open_clip:ViT-S-32-alt@random"
+    encoder, _ = exported(clip)
+    make_images(tmp_path / "few", classes=3, per_class=3, size=48)
+    store = tmp_path / "clip-store"
+    embed_directory(tmp_path / "few", store, model=clip, device="cpu", precision="fp32", workers=0)
+    build_index(open_store(store))
+    with_export(store, exported, clip)
+    query = tmp_path / "query.png"
+    shutil.copy(sorted((tmp_path / "few").rglob("*.png"))[4], query)
+    queries = parse_arguments(["2:a red circle", "+", str(query), "-", "a blue square"])
+
+    st = open_store(store)
+    opened = []
+
+    def open_encoder(tower):
+        opened.append(open_query_encoder(st, tower=tower))
+        return opened[-1]
+
+    (resolved,) = resolve_queries(st, queries, metric="cosine", stored_vectors=None, open_encoder=open_encoder)
+    assert [type(e).__name__ for e in opened] == ["OnnxEncoder"]
+    texts, image = encoder.embed_texts(["a red circle", "a blue square"]), encoder.embed_paths([query])[0]
+    t = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    want = 2 * t[0] + image / np.linalg.norm(image) - t[1]
+    want /= np.linalg.norm(want)
+    assert float(resolved.vector @ want) >= 0.9999
+
+    reporter = RecordingReporter()
+    (result,) = search_store(store, queries, k=9, exact=True, reporter=reporter)
+    assert reporter.warnings == [] and result.source == "2:a red circle + " + str(query) + " - a blue square"
+    table = read_columns(st, ["id", "embedding"])
+    ids, _ = exact_search(embeddings_to_numpy(table.column("embedding")), resolved.vector[None], 9, ids=np.array(table.column("id").to_pylist()))
+    assert [h.id for h in result] == ids[0].tolist()
