@@ -72,7 +72,7 @@ def _write_sheets(results, html: Path | None, sheet: Path | None) -> None:
 @handle_errors
 def search_command(
     queries: List[str] = typer.Argument(None, help=QUERY_HELP, show_default=False),
-    like: str = typer.Option(None, "--like", help="Find the neighbours of a stored image (a row id or a path the store holds), without any model: the query @ID.", show_default=False),
+    like: str = typer.Option(None, "--like", help="Find the neighbours of a stored image (a row id or a path the store holds), without any model: the query @ID. (default: none)", show_default=False),
     label: List[str] = typer.Option(None, "--label", "-l", help="Return only images with this label; repeat for several. (default: any label)", show_default=False),
     path: str = typer.Option(None, "--path", help="Return only images whose absolute path matches this glob (* also crosses /); relative to the current folder unless it starts with / or *. (default: any path)", show_default=False),
     max_distance: float = typer.Option(None, "--max-distance", help="Drop results farther than this, in the distances search prints. (default: no limit)", show_default=False),
@@ -86,8 +86,8 @@ def search_command(
     device: str = DeviceOption,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per result: query, rank, path, distance, label, id."),
     paths_out: bool = typer.Option(False, "--paths", help="Print only the results' paths, one a line (for xargs)."),
-    html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML contact sheet (thumbnails, rank, distance, label, links) to this file.", show_default=False),
-    sheet: Path = typer.Option(None, "--sheet", help="Also write the contact sheet as one PNG image to this file.", show_default=False),
+    html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML contact sheet (thumbnails, rank, distance, label, links) to this file. (default: none)", show_default=False),
+    sheet: Path = typer.Option(None, "--sheet", help="Also write the contact sheet as one PNG image to this file. (default: none)", show_default=False),
     preview: bool = typer.Option(False, "--preview", help="Show thumbnails inline in terminals that speak the kitty or iTerm2 image protocol; elsewhere say so and print the table."),
     allow_pickle_files: bool = AllowPickleOption,
 ) -> None:
