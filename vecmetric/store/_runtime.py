@@ -106,7 +106,7 @@ def ensure_export(store: Store, embed_model: EmbedModel, sample_paths: Sequence[
     ``_model/export.json`` and not tried again; the reporter is told once.
 
     Returns:
-        The export's ``ExportInfo`` (``ok`` or ``failed``).
+        The export's ``ExportInfo`` (``ok`` or ``failed``), or None when it could not be written (full disk).
     """
     from ..encoders import load_encoder
     from ..encoders.export import export_encoder
@@ -117,11 +117,15 @@ def ensure_export(store: Store, embed_model: EmbedModel, sample_paths: Sequence[
     state, _ = export_state(folder, fingerprint)
     if state in ("ok", "failed"):
         return read_export_info(folder)
-    if export_state(cached, fingerprint)[0] == "ok":
-        return copy_export(cached, folder)  # exported and checked before, for another store of this model
-    torch_encoder = embed_model.torch_encoder or load_encoder(store.model["spec"], device="cpu", precision="fp32")
-    reporter.log(f"exporting the model to ONNX for fast queries ({folder})")
-    info = export_encoder(torch_encoder, folder, sample_paths=_decodable(sample_paths, torch_encoder.preprocess, SAMPLE_IMAGES))
+    try:
+        if export_state(cached, fingerprint)[0] == "ok":
+            return copy_export(cached, folder)  # exported and checked before, for another store of this model
+        torch_encoder = embed_model.torch_encoder or load_encoder(store.model["spec"], device="cpu", precision="fp32")
+        reporter.log(f"exporting the model to ONNX for fast queries ({folder})")
+        info = export_encoder(torch_encoder, folder, sample_paths=_decodable(sample_paths, torch_encoder.preprocess, SAMPLE_IMAGES))
+    except OSError as exc:  # a full disk: the rows matter more than the export, which the next run makes
+        reporter.warn(f"could not write the ONNX export ({exc.strerror or exc}); searches will load the model with torch")
+        return None
     if not info.ok:
         reporter.warn(f"the model could not be exported to ONNX, so searches will load it with torch: {info.reason}")
         return info
