@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecmetric.index import build_index, exact_search
+from vecmetric.index import build_index, exact_search, recall_at_k
 from vecmetric.index._live import LiveIndex
 from vecmetric.store import StoreLock, create_store, embeddings_to_numpy, open_store
 
@@ -16,11 +16,16 @@ def all_rows(path):
 
 
 def assert_exact(live, path, queries, k):
+    """Recall@k against exact search over every row on disk (HNSW may miss a neighbour, the merge may not)."""
     ids, vectors = all_rows(path)
     want_ids, want_d = exact_search(vectors, queries, k, metric=live.metric, ids=ids)
     got_ids, got_d = live.query(queries, k, ef=400)
-    np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-5)  # hnswlib and numpy round differently
-    assert (got_ids == want_ids).mean() > 0.99
+    assert recall_at_k(got_ids, want_ids) >= 0.98
+    for row_got, row_dist, row_want, row_want_d in zip(got_ids, got_d, want_ids, want_d):
+        expected = dict(zip(row_want.tolist(), row_want_d.tolist()))
+        for i, d in zip(row_got.tolist(), row_dist.tolist()):
+            if i in expected:
+                assert d == pytest.approx(expected[i], rel=1e-5, abs=1e-5)  # hnswlib and numpy round differently
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
