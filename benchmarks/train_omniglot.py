@@ -262,7 +262,7 @@ def bare_loop(train_dir: Path, classes: list[str], args, device) -> tuple[float,
 
 
 def evaluate_on_test(test_dir: Path, spec: str, args) -> dict:
-    from vecmetric.train import evaluate
+    from vecmetric.evaluate import evaluate
 
     return evaluate(test_dir, spec, device=args.device, workers=args.workers, image_size=args.image_size, batch_size=128)
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from vecmetric.cli._app import app
 
-FAST = ["--model", TINY_MODEL, "--image-size", "32", "--batch-size", "8", "--m-per-class", "2", "--epochs", "1", "--device", "cpu"]
+FAST = ["--model", TINY_MODEL, "--image-size", "32", "--batch-size", "8", "--m-per-class", "2", "--epochs", "1", "--device", "cpu", "--no-export"]
 
 
 def run(*args):

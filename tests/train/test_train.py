@@ -201,3 +201,19 @@ def test_freeze_bn_keeps_batchnorm_statistics_and_train_bn_updates_them(tmp_path
     stats = [k for k in initial if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(saved[k], initial[k]) for k in stats) == freeze_bn
     assert not torch.equal(saved["backbone.conv_stem.weight"], initial["backbone.conv_stem.weight"])
+
+
+def test_the_run_folder_carries_an_onnx_export_of_its_best_model(tmp_path):
+    from vecmetric.runtime import export_state, load_export, model_dir
+
+    data = make_class_folders(tmp_path / "data")
+    reporter = RecordingReporter()
+    train(data, tmp_path / "run", fast_options(epochs=1, embedding_dim=16, export=True), reporter)
+    torch_model = load_encoder(str(tmp_path / "run"), device="cpu", precision="fp32")
+    assert export_state(model_dir(tmp_path / "run"), torch_model.fingerprint)[0] == "ok"
+    assert any("exported the best model to ONNX" in line for line in reporter.logs)
+    onnx_model = load_export(model_dir(tmp_path / "run"), torch_model.fingerprint)
+    paths = sorted(str(p) for p in data.rglob("*.png"))[:6]
+    a, b = onnx_model.embed_paths(paths), torch_model.embed_paths(paths)
+    cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosines.min() >= 0.9999 and onnx_model.dim == 16

@@ -63,6 +63,7 @@ def train_command(
     devices: int = typer.Option(1, "--devices", help="Processes (GPUs) per node; above 1 trains with DDP."),
     num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes for multi-node DDP."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 mixed precision on GPUs that have it, fp32 on CPU), fp32 or bf16."),
+    export: bool = typer.Option(True, "--export/--no-export", help="Write an ONNX export of the best model into RUN_DIR/_model, so searches and CPU embedding with it need no torch."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with the same options; the result equals an uninterrupted run.", show_default="off"),
     json_out: bool = JsonOption,
 ) -> None:
@@ -101,6 +102,7 @@ def train_command(
         num_nodes=num_nodes,
         precision=precision,
         resume=resume,
+        export=export,
     )
     reporter = RichReporter(unit="images", transient=True)
     try:

@@ -59,7 +59,7 @@ CSV_COLUMNS = (
     "seconds",
 )
 # Arguments that may change between an interrupted run and its resumption.
-RESUMABLE_DIFFERENCES = frozenset({"workers", "cache", "device", "resume", "data_dir"})
+RESUMABLE_DIFFERENCES = frozenset({"workers", "cache", "device", "resume", "data_dir", "export"})
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:

@@ -247,6 +247,22 @@ class TrainSession:
         )
 
 
+def export_run(plan: RunPlan, reporter: Reporter):
+    """Export the run's best model into ``RUN_DIR/_model/``, checked on the validation (else training) images."""
+    from ..encoders import load_encoder
+    from ..encoders.export import export_encoder
+    from ..runtime import model_dir
+
+    encoder = load_encoder(str(plan.run_dir), device="cpu", precision="fp32")
+    samples = (plan.val_set or plan.train_set).paths[:: max(1, len((plan.val_set or plan.train_set).paths) // 8)][:8]
+    info = export_encoder(encoder, model_dir(plan.run_dir), sample_paths=samples)
+    if info.ok:
+        reporter.log(f"exported the best model to ONNX in {model_dir(plan.run_dir)}")
+    else:
+        reporter.warn(f"the trained model could not be exported to ONNX (searches will load it with torch): {info.reason}")
+    return info
+
+
 def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Reporter | None = None) -> TrainResult:
     """Fine-tune an encoder with triplet loss so that same-class images are close.
 
@@ -291,5 +307,7 @@ def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Repo
         from .curves import plot_curves
 
         plot_curves(session.history, plan.run_dir / "curves.png", metric=options.metric)
+        if options.export:
+            export_run(plan, reporter)
         reporter.close()
     return session.result(throughputs)

@@ -46,6 +46,8 @@ class TrainOptions:
         devices, num_nodes: DDP processes per node and nodes.
         precision: ``auto`` (bf16 mixed precision on CUDA with bf16, fp32 on CPU, where bf16 training was slower), ``fp32``, ``bf16``.
         resume: continue the run in the output folder.
+        export: write an ONNX export of the best model into ``RUN_DIR/_model/`` at the end, so searches
+            and ``embed`` on a CPU with the trained model run without torch.
     """
 
     model: str = "default"
@@ -73,6 +75,7 @@ class TrainOptions:
     num_nodes: int = 1
     precision: str = "auto"
     resume: bool = False
+    export: bool = True
 
     def validate(self) -> None:
         """Refuse option values no data could make work.
