@@ -56,6 +56,10 @@ def test_pickle_in_checkpoint_is_refused_and_never_run(cli, gallery, checkpoint,
     assert allowed.code == 0, allowed.err
     assert not marker.exists()  # accepted, and still never unpickled
 
+    # With the store's ONNX export, search never opens the checkpoint at all; without it, it must, and refuses.
+    found = cli.run("search", outside_query(gallery, tmp_path), "--store", tmp_path / "store", "--k", "1")
+    assert found.code == 0 and not marker.exists(), found.err
+    shutil.rmtree(tmp_path / "store" / "_model", ignore_errors=True)
     found = cli.run("search", outside_query(gallery, tmp_path), "--store", tmp_path / "store", "--k", "1")
     one_error_line(found, 4, "contains pickle files")  # every command refuses it without the flag
     assert not marker.exists()
@@ -114,6 +118,7 @@ def test_store_manifest_pointing_at_a_pickle_checkpoint_is_not_run(cli, gallery,
     from _reliability import copy_store
 
     store = copy_store(gallery.reference, tmp_path / "store")
+    shutil.rmtree(store / "_model", ignore_errors=True)  # without an export, search loads the model the manifest names
     marker = tmp_path / "pwned"
     evil_pickle(checkpoint / "model.pt", marker)
     manifest = json.loads((store / "_manifest.json").read_text())
