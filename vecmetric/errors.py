@@ -14,6 +14,7 @@ __all__ = [
     "INTERRUPTED_EXIT_CODE",
     "VecmetricError",
     "reason",
+    "UsageError",
     "InputError",
     "EncoderError",
     "ExportError",
@@ -56,6 +57,12 @@ class VecmetricError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(VecmetricError):
+    """Options that cannot go together, found after the command line was parsed."""
+
+    exit_code = 2
 
 
 class InputError(VecmetricError):

@@ -186,9 +186,10 @@ def test_ctrl_c_at_random_moments_exits_130_and_keeps_the_work(cli, big_gallery,
 
 
 def search_top1(store_path: Path, queries: list[Path], model: str) -> list[str]:
-    from vecmetric.index import search_store
+    from vecmetric.query import search_store
 
-    return [hits[0].path for hits in search_store(store_path, [str(q) for q in queries], k=1, device="cpu")]
+    found = search_store(store_path, [str(q) for q in queries], k=1, device="cpu", keep_query_images=True)
+    return [hits[0].path for hits in found]
 
 
 @pytest.mark.parametrize("stage", ["written", "renamed"])

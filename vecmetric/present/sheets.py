@@ -63,7 +63,7 @@ def file_uri(path: str | os.PathLike) -> str:
 
 def hit_caption(hit: Any) -> list[str]:
     """The caption lines of one search result: ``#rank  distance`` and the label."""
-    return [f"#{hit.rank}  {float(hit.distance):.4f}", str(hit.label)]
+    return [f"#{hit.rank}  {float(hit.distance):.4f}", "" if hit.label is None else str(hit.label)]
 
 
 def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, text: bool = False, title: str = "vecmetric search") -> Sheet:
@@ -80,6 +80,36 @@ def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, te
         query_item = SheetItem(None if text else query, ["query"] if not text else ["text query", query], link=None if not text else "")
         items = [SheetItem(hit.path, hit_caption(hit)) for hit in hits]
         rows.append(SheetRow(query, [query_item], items))
+    return Sheet(title, rows)
+
+
+def _term_caption(term: Any, alone: bool) -> list[str]:
+    weight = float(term.weight)
+    lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}x"]
+    if getattr(term, "row_id", None) is not None and not getattr(term, "embedded", True):
+        lines.append(f"stored @{term.row_id}")
+    return lines
+
+
+def results_sheet(results: Sequence[Any], *, title: str = "vecmetric search") -> Sheet:
+    """A sheet with one row per query result: a cell per query term (its image, or its text), then the hits.
+
+    Args:
+        results: ``QueryResult``s: each has ``source`` (the query as given), ``terms`` (with ``weight`` and
+            ``path`` or ``text``, and ``row_id``/``embedded`` for stored images) and is a sequence of hits.
+        title: the sheet's title.
+    """
+    rows = []
+    for result in results:
+        terms = list(result.terms)
+        alone = len(terms) == 1 and float(terms[0].weight) == 1.0
+        cells = []
+        for term in terms:
+            if term.path is None:
+                cells.append(SheetItem(None, [*_term_caption(term, alone), f"text: {term.text}"], link=""))
+            else:
+                cells.append(SheetItem(term.path, _term_caption(term, alone)))
+        rows.append(SheetRow(result.source, cells, [SheetItem(hit.path, hit_caption(hit)) for hit in result]))
     return Sheet(title, rows)
 
 
