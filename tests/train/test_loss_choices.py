@@ -36,7 +36,14 @@ def test_each_loss_lowers_its_loss_and_raises_validation_map_at_r(tmp_path, conf
     best = max(row["mean_average_precision_at_r"] for row in result.history[1:])
     assert before < 0.3
     assert best >= before + 0.2, result.history
-    assert result.history[-1]["loss"] < result.history[1]["loss"], result.history
+    first, last = result.history[1], result.history[-1]
+    if config["loss"] in ("triplet", "contrastive"):
+        # Averaged over the triplets or pairs that still violate their margin, these losses need not fall (the easy
+        # ones leave the mean, and contrastive's rose from 0.905 to 0.927 here while MAP@R rose by 0.5): what falls
+        # is how many triplets are active (margin-violating for triplet, ranked the wrong way round otherwise).
+        assert last["active_triplets"] < 0.7 * first["active_triplets"], result.history
+    else:
+        assert last["loss"] < first["loss"], result.history
 
 
 def test_a_frozen_model_with_frozen_proxies_does_not_pass(tmp_path):
@@ -63,7 +70,7 @@ def test_proxies_are_saved_and_resumed_bit_identically(tmp_path, loss):
     final = load_file(tmp_path / "straight" / "last" / "loss.safetensors")
     assert not tensors_equal(after_one, final)  # the proxies did learn in epoch 2 (and were restored before it)
     assert next(iter(final.values())).numel() == 8 * 4  # 4 training classes x 8 dimensions
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    assert [r.get("loss") for r in resumed.history] == [r.get("loss") for r in straight.history]
     args = json.loads((tmp_path / "straight" / "run.json").read_text())["args"]
     assert args["loss"] == loss and args["proxy_lr"] == pytest.approx(100 * 1e-3)
 
