@@ -138,4 +138,4 @@ def test_defaults_are_filled_per_loss():
     assert options.margin == 1.0
     options = TrainOptions(loss="supcon", geometry="hyperbolic")
     options.validate()
-    assert (options.metric, options.curvature) == ("poincare", 0.1)
+    assert (options.metric, options.curvature, options.temperature) == ("poincare", 0.1, 0.2)

@@ -48,7 +48,7 @@ def train_command(
     curvature: float = typer.Option(None, "--curvature", help="c > 0 of the Poincare ball: radius 1/sqrt(c), Gaussian curvature -c (hyperbolic only).", show_default="0.1"),
     margin: float = typer.Option(None, "--margin", help="Margin of triplet (scale it to the norms for l2), contrastive (negatives') or proxy-anchor.", show_default="0.2; 0 (cosine) or 1; 0.1"),
     miner: str = typer.Option(None, "--miner", help="triplet: semihard, hard, all, batch-hard; multi-similarity: multi-similarity, all; contrastive: all, batch-hard.", show_default="the first"),
-    temperature: float = typer.Option(None, "--temperature", help="Temperature of supcon and normalized-softmax.", show_default="0.1; 0.05"),
+    temperature: float = typer.Option(None, "--temperature", help="Temperature of supcon (0.2 on the Poincare ball, as Hyp-ViT) and normalized-softmax.", show_default="0.1; 0.05"),
     proxy_lr: float = typer.Option(None, "--proxy-lr", help="Learning rate of the proxies of proxy-anchor and normalized-softmax.", show_default="100 x --lr"),
     m_per_class: int = typer.Option(4, "--m-per-class", help="Images of each class in a batch (every training class needs at least this many)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch on each device; a multiple of --m-per-class."),

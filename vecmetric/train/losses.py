@@ -45,7 +45,7 @@ class LossSpec:
         metrics: the Euclidean ``--metric`` values it makes sense with; ``hyperbolic``: whether it works on the ball.
         miners: the ``--miner`` values it takes, the first the default; empty: no miner (``--miner`` refused).
         margin: the default ``--margin``, a number or ``{metric: number}``; None: no margin (``--margin`` refused).
-        temperature: the default ``--temperature``; None: none (refused).
+        temperature: the default ``--temperature``, a number or ``{metric: number}``; None: none (refused).
         proxies: it has trainable parameters of its own (proxies or class weights) with their own ``--proxy-lr``.
         summary: one line for ``--help`` and errors.
     """
@@ -56,12 +56,15 @@ class LossSpec:
     hyperbolic: bool
     miners: tuple[str, ...] = ()
     margin: float | dict | None = None
-    temperature: float | None = None
+    temperature: float | dict | None = None
     proxies: bool = False
     summary: str = ""
 
     def default_margin(self, metric: str) -> float | None:
         return self.margin.get(metric) if isinstance(self.margin, dict) else self.margin
+
+    def default_temperature(self, metric: str) -> float | None:
+        return self.temperature.get(metric) if isinstance(self.temperature, dict) else self.temperature
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -79,7 +82,9 @@ LOSSES: dict[str, LossSpec] = {
                  summary="proxy-anchor loss (alpha 32), one learned proxy per class"),
         LossSpec("normalized-softmax", "NormalizedSoftmaxLoss", ("cosine",), False, temperature=0.05, proxies=True,
                  summary="normalized softmax: cross-entropy over cosine similarities to learned class weights"),
-        LossSpec("supcon", "SupConLoss", ("cosine",), True, temperature=0.1,
+        # On the ball: Hyp-ViT's temperature, 0.2. At the library's 0.1 one Omniglot seed of benchmarks/losses.py collapsed
+        # within 6 steps: shrinking every embedding to one point (loss log(batch - 1)) beat its first, scattered batches.
+        LossSpec("supcon", "SupConLoss", ("cosine",), True, temperature={"cosine": 0.1, "poincare": 0.2},
                  summary="supervised contrastive loss; on the Poincare ball, Hyp-ViT's pairwise cross-entropy"),
     )
 }
@@ -136,7 +141,7 @@ def build_loss(
     spec = get_loss(loss)
     distance = _distance(metric, curvature)
     margin = spec.default_margin(metric) if margin is None else margin
-    temperature = spec.temperature if temperature is None else temperature
+    temperature = spec.default_temperature(metric) if temperature is None else temperature
     if margin is not None and not margin >= 0:
         raise TrainError(f"--margin must be >= 0, not {margin}")
     if spec.name == "triplet":

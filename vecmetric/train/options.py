@@ -168,7 +168,7 @@ class TrainOptions:
             raise TrainError(f"--proxy-lr must be positive, not {self.proxy_lr}")
         self.miner = self.miner or (spec.miners[0] if spec.miners else None)
         self.margin = spec.default_margin(self.metric) if self.margin is None else self.margin
-        self.temperature = spec.temperature if self.temperature is None else self.temperature
+        self.temperature = spec.default_temperature(self.metric) if self.temperature is None else self.temperature
         if spec.proxies and self.proxy_lr is None:
             self.proxy_lr = PROXY_LR_FACTOR * self.lr
 
