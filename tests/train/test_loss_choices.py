@@ -75,19 +75,26 @@ def test_proxies_are_saved_and_resumed_bit_identically(tmp_path, loss):
     assert args["loss"] == loss and args["proxy_lr"] == pytest.approx(100 * 1e-3)
 
 
-def test_another_loss_cannot_resume_a_run_and_an_old_run_resumes_as_triplet(copy_run):
+def test_another_loss_cannot_resume_a_run(copy_run):
     data, run = copy_run
-    with pytest.raises(TrainError, match=r"holds a run of --loss triplet, not supcon") as info:
+    with pytest.raises(TrainError, match=r"holds a run of --loss multi-similarity, not supcon") as info:
         train(data, run, fast_options(epochs=2, embedding_dim=16, loss="supcon", resume=True), RecordingReporter())
     assert info.value.exit_code == 7 and "\n" not in str(info.value)
-    # A run folder written before --loss existed: run.json without the new arguments.
+
+
+def test_a_run_folder_from_before_loss_existed_resumes_as_triplet(tmp_path):
+    data = make_class_folders(tmp_path / "data")
+    run = tmp_path / "run"
+    train(data, run, fast_options(epochs=2, loss="triplet"), RecordingReporter())
     path = run / "run.json"
     written = json.loads(path.read_text())
-    for key in ("loss", "geometry", "curvature", "temperature", "proxy_lr"):
+    for key in ("loss", "geometry", "curvature", "temperature", "proxy_lr"):  # what run.json held before --loss
         written["args"].pop(key)
     path.write_text(json.dumps(written))
-    done = train(data, run, fast_options(epochs=2, embedding_dim=16, resume=True), RecordingReporter())
+    done = train(data, run, fast_options(epochs=2, loss="triplet", resume=True), RecordingReporter())
     assert done.resumed_from_epoch == 2
+    with pytest.raises(TrainError, match=r"holds a run of --loss triplet, not multi-similarity"):
+        train(data, run, fast_options(epochs=2, resume=True), RecordingReporter())  # today's default loss
 
 
 @pytest.mark.parametrize(
@@ -111,7 +118,7 @@ def test_another_loss_cannot_resume_a_run_and_an_old_run_resumes_as_triplet(copy
         ({"geometry": "hyperbolic", "metric": "cosine"}, "--metric cosine applies to --geometry euclidean"),
         ({"metric": "poincare"}, "unknown --metric 'poincare'.*--geometry hyperbolic"),
         ({"loss": "supcon", "temperature": 0.0}, "--temperature must be positive"),
-        ({"margin": -1.0}, "--margin must be >= 0"),
+        ({"loss": "triplet", "margin": -1.0}, "--margin must be >= 0"),
     ],
 )
 def test_options_that_mean_nothing_are_refused(options, match):
@@ -121,6 +128,13 @@ def test_options_that_mean_nothing_are_refused(options, match):
 
 
 def test_defaults_are_filled_per_loss():
+    options = TrainOptions()
+    options.validate()
+    assert (options.loss, options.miner) == ("multi-similarity", "multi-similarity")  # the measured winner
+    for metric, geometry, loss in (("l2", "euclidean", "triplet"), (None, "hyperbolic", "supcon")):
+        options = TrainOptions(metric=metric, geometry=geometry)
+        options.validate()
+        assert options.loss == loss
     cases = {
         "triplet": ("cosine", "semihard", 0.2, None, None),
         "multi-similarity": ("cosine", "multi-similarity", None, None, None),

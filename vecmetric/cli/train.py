@@ -42,7 +42,7 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: best model (a valid --model spec), last state, metrics.csv, curves.png.", show_default=False),
     model: str = typer.Option("default", "--model", "-m", help="Encoder to fine-tune: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder."),
     embedding_dim: int = typer.Option(None, "--embedding-dim", help="Add a linear projection head to this size.", show_default="keep the backbone's size, no head"),
-    loss: str = typer.Option("triplet", "--loss", help="triplet, multi-similarity, contrastive, proxy-anchor, normalized-softmax or supcon (README: which to pick)."),
+    loss: str = typer.Option(None, "--loss", help="triplet, multi-similarity, contrastive, proxy-anchor, normalized-softmax or supcon (README: which to pick).", show_default="multi-similarity; triplet for l2, supcon if hyperbolic"),
     metric: str = typer.Option(None, "--metric", help="cosine (L2-normalised embeddings) or l2 (raw, Euclidean); used for loss, validation and indexes. Not with --geometry hyperbolic.", show_default="cosine"),
     geometry: str = typer.Option("euclidean", "--geometry", help="euclidean, or hyperbolic: a Poincare-ball head, measured by the Poincare distance everywhere (triplet, contrastive, supcon)."),
     curvature: float = typer.Option(None, "--curvature", help="c > 0 of the Poincare ball: radius 1/sqrt(c), Gaussian curvature -c (hyperbolic only).", show_default="0.1"),

@@ -10,7 +10,7 @@ from ..distances import check_geometry, get_metric
 from ..encoders import PRECISIONS
 from ..errors import TrainError
 from .image_cache import CACHE_MODES
-from .losses import DEFAULT_LOSS, LOSSES, get_loss
+from .losses import DEFAULT_LOSSES, LOSSES, get_loss
 
 __all__ = ["TrainOptions", "PROXY_LR_FACTOR"]
 
@@ -26,7 +26,8 @@ class TrainOptions:
         model: the encoder spec to start from.
         embedding_dim: size of a linear projection head; None keeps the backbone's features (no head).
         loss: ``triplet``, ``multi-similarity``, ``contrastive``, ``proxy-anchor``, ``normalized-softmax`` or
-            ``supcon`` (``vecmetric.train.losses.LOSSES``).
+            ``supcon`` (``vecmetric.train.losses.LOSSES``); None: ``DEFAULT_LOSSES`` for the metric
+            (multi-similarity for cosine, triplet for l2, supcon on the Poincare ball).
         metric: ``cosine`` (L2-normalised embeddings, cosine similarity) or ``l2`` (raw embeddings, Euclidean);
             None: ``cosine``, or ``poincare`` for hyperbolic geometry (where ``--metric`` is refused).
         geometry: ``euclidean`` or ``hyperbolic`` (a Poincare-ball head and its distance).
@@ -62,7 +63,7 @@ class TrainOptions:
 
     model: str = "default"
     embedding_dim: int | None = None
-    loss: str = DEFAULT_LOSS
+    loss: str | None = None
     metric: str | None = None
     geometry: str = "euclidean"
     curvature: float | None = None
@@ -132,7 +133,8 @@ class TrainOptions:
 
         Options a loss has no use for are refused rather than ignored, so that a run says what it did.
         """
-        spec = get_loss(self.loss)
+        if self.loss is not None:
+            get_loss(self.loss)  # an unknown name first, whatever else is wrong
         geometry = check_geometry(self.geometry, self.curvature, error=TrainError)
         if geometry.hyperbolic:
             if self.metric not in (None, "poincare"):
@@ -140,14 +142,16 @@ class TrainOptions:
                     f"--metric {self.metric} applies to --geometry euclidean",
                     hint="hyperbolic embeddings are compared by the Poincare distance; leave --metric out",
                 )
-            if not spec.hyperbolic:
-                hyperbolic = ", ".join(name for name, s in LOSSES.items() if s.hyperbolic)
-                raise TrainError(f"--loss {spec.name} does not work with --geometry hyperbolic", hint=f"use one of: {hyperbolic}")
             self.metric, self.curvature = "poincare", geometry.curvature
         else:
             self.metric = get_metric(self.metric or "cosine", error=TrainError, trainable=True).name
-            if self.metric not in spec.metrics:
-                raise TrainError(f"--loss {spec.name} works with --metric {' or '.join(spec.metrics)}, not {self.metric}")
+        self.loss = self.loss or DEFAULT_LOSSES[self.metric]
+        spec = get_loss(self.loss)
+        if geometry.hyperbolic and not spec.hyperbolic:
+            hyperbolic = ", ".join(name for name, s in LOSSES.items() if s.hyperbolic)
+            raise TrainError(f"--loss {spec.name} does not work with --geometry hyperbolic", hint=f"use one of: {hyperbolic}")
+        if not geometry.hyperbolic and self.metric not in spec.metrics:
+            raise TrainError(f"--loss {spec.name} works with --metric {' or '.join(spec.metrics)}, not {self.metric}")
         if self.miner is not None and not spec.miners:
             raise TrainError(f"--loss {spec.name} takes no --miner", hint="leave --miner out")
         if self.miner is not None and self.miner not in spec.miners:
