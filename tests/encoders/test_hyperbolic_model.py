@@ -71,6 +71,23 @@ def test_the_store_manifest_records_the_geometry_and_store_eval_matches(hyperbol
     assert store.metric == "poincare"
     assert store.model["geometry"] == {"name": "hyperbolic", "curvature": CURVATURE, "clip_r": 2.3}
     assert geometry_of(store.model).curvature == CURVATURE
+    # The store's index is built in the poincare metric's candidate space, l2; its candidates re-ranked exactly are the
+    # store's exact Poincare neighbours.
+    from vecmetric.distances import poincare_distances, rerank_poincare
+    from vecmetric.index import build_index
+    from vecmetric.index._hnsw import HnswIndex
+    from vecmetric.store import embeddings_to_numpy
+
+    build_index(store)
+    index = HnswIndex.load(store.index_dir)
+    assert (index.sidecar["metric"], index.sidecar["space"]) == ("poincare", "l2")
+    table = store.read_table(columns=["id", "embedding"])
+    ids, vectors = np.asarray(table.column("id").to_pylist()), embeddings_to_numpy(table.column("embedding"))
+    candidates, _ = index.query(vectors, len(ids))
+    by_id = {i: v for i, v in zip(ids, vectors)}
+    found, _ = rerank_poincare(vectors, candidates, np.stack([[by_id[i] for i in row] for row in candidates]), 5, CURVATURE)
+    exact = ids[np.argsort(poincare_distances(vectors, vectors, CURVATURE), axis=1, kind="stable")[:, :5]]
+    assert (found == exact).mean() >= 0.95
     from_store = evaluate(store=tmp_path / "store")
     from_folder = evaluate(val, str(run), device="cpu", workers=0)
     for key in VAL:
