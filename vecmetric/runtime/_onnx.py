@@ -100,6 +100,10 @@ class OnnxEncoder:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle intra-op threads sleep instead of spinning: embed decodes images on the same cores and a
+        # server runs several requests at once, and spinning threads take their CPU (measured: up to 1.5x
+        # faster embedding on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, not exported by name
