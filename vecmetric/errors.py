@@ -13,6 +13,7 @@ Exit codes:
     6   IndexStateError: an index that is missing, damaged or does not match its store
     7   TrainError: training data or a run folder that cannot be used
     8   StoreLockedError: another vecmetric process holds the store's lock
+    9   MoveError: dedup cannot move files to, or back from, where it was asked (nothing moved)
     130 interrupted with Ctrl-C (work done so far is kept)
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "StoreLockedError",
     "IndexStateError",
     "TrainError",
+    "MoveError",
 ]
 
 
@@ -87,3 +89,10 @@ class TrainError(VecmetricError):
     """Training data, options or the run folder cannot be used."""
 
     exit_code = 7
+
+
+class MoveError(VecmetricError):
+    """Files cannot be set aside (or put back) as asked: a target inside an embed root, a target
+    that cannot be written, a file that changed or is gone. Raised before anything moves."""
+
+    exit_code = 9
