@@ -23,6 +23,12 @@ DEFAULT_MODEL_SPEC = "default"
 FALLBACK_SHARE = 0.25
 #: ... and never more than this share, whatever the valley says.
 CEILING_SHARE = 0.5
+#: A valley counts when its bottom is at most this share of the lower peak ...
+MAX_DEPTH = 0.5
+#: ... and the mean of the upper class is this many times the lower's. Without duplicates the
+#: nearest-neighbour distances form one hump, which Otsu's split cuts into halves whose means
+#: differ by 1.2-1.5x, and small samples show shallow dips in it; copies sit 5-20x closer.
+MIN_SEPARATION = 3.0
 
 
 def check_threshold(value: Any, metric: str) -> float:
@@ -80,44 +86,47 @@ def _otsu(x) -> float:
     return float((xs[best] + xs[best + 1]) / 2)
 
 
-def _valley(log_nn, bins: int = 64, sigma: float = 1.5):
-    """The lowest point of the smoothed histogram of ``log_nn`` between the two Otsu classes' means.
+def _valley(nn, bins: int = 64, sigma: float = 1.5):
+    """The lowest point of the smoothed histogram of ``nn`` between the two Otsu classes' means.
 
-    Returns ``(log threshold, depth)``: depth is the valley's height over the lower of the two
-    peaks (0: empty valley, 1: no valley), or ``(None, 1.0)`` when there are not two classes.
+    Returns ``(threshold, depth, separation)``: depth is the valley's height over the lower of
+    the two peaks (0: empty valley, 1: no valley), separation the upper class's mean over the
+    lower's; ``(None, 1.0, 1.0)`` when there are not two classes.
     """
     import numpy as np
 
-    if len(log_nn) < 8 or np.ptp(log_nn) == 0:
-        return None, 1.0
-    split = _otsu(log_nn)
-    low, high = log_nn[log_nn <= split], log_nn[log_nn > split]
+    if len(nn) < 8 or np.ptp(nn) == 0:
+        return None, 1.0, 1.0
+    split = _otsu(nn)
+    low, high = nn[nn <= split], nn[nn > split]
     if len(low) < 2 or len(high) < 2:
-        return None, 1.0
-    counts, edges = np.histogram(log_nn, bins=bins)
+        return None, 1.0, 1.0
+    separation = float(high.mean() / max(low.mean(), 1e-12))
+    counts, edges = np.histogram(nn, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     offsets = np.arange(-4 * math.ceil(sigma), 4 * math.ceil(sigma) + 1)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     density = np.convolve(counts, kernel / kernel.sum(), mode="same")
     between = np.flatnonzero((centres >= low.mean()) & (centres <= high.mean()))
     if not len(between):
-        return None, 1.0
+        return None, 1.0, separation
     lowest = density[between].min()
     flat = between[density[between] <= lowest + 1e-9 * max(1.0, lowest)]
     v = int(flat[len(flat) // 2])  # the middle of a flat bottom
     peak = min(density[: v + 1].max(), density[v:].max())
-    return float(centres[v]), float(density[v] / peak) if peak > 0 else 1.0
+    return float(centres[v]), float(density[v] / peak) if peak > 0 else 1.0, separation
 
 
-def auto_threshold(index, vectors, ids, content_hashes, metric: str, sample: int = 20000, max_depth: float = 0.5, seed: int = 0) -> AutoThreshold:
+def auto_threshold(index, vectors, ids, content_hashes, metric: str, sample: int = 20000, seed: int = 0) -> AutoThreshold:
     """A threshold from the store's own distance distribution.
 
     Every row (or ``sample`` of them) gets its nearest neighbour with other bytes (byte-identical
     files are grouped anyway and would pile up at 0). In a store with near duplicates these
-    distances are bimodal on a log scale: copies close to their originals, every other photo
+    distances are bimodal: copies close to their originals, every other photo
     much further from its nearest neighbour. The threshold is the bottom of the valley between
-    the two (a smoothed histogram of log distances, between the means of the two classes of
-    Otsu's split), provided the valley is deep (at most ``max_depth`` of the lower peak).
+    the two (a smoothed histogram of the distances, between the means of the two classes of
+    Otsu's split), provided the valley is deep (``MAX_DEPTH``) and the two classes far apart
+    (``MIN_SEPARATION``).
     Without such a valley it is ``FALLBACK_SHARE`` of the median distance of random pairs;
     either way at most ``CEILING_SHARE`` of that median.
 
@@ -126,7 +135,6 @@ def auto_threshold(index, vectors, ids, content_hashes, metric: str, sample: int
         vectors, ids, content_hashes: the store's rows.
         metric: the index's metric (``cosine`` or ``l2``; ``ip`` is refused).
         sample: rows looked at, at most (chosen at random, seeded).
-        max_depth: how shallow a valley may be and still count.
         seed: seeds the sample and the random pairs.
 
     Raises:
@@ -149,13 +157,11 @@ def auto_threshold(index, vectors, ids, content_hashes, metric: str, sample: int
     a, b = a[a != b], b[a != b]
     median_random = float(np.median([pairwise_distances(vectors[i : i + 1], vectors[j : j + 1], metric)[0, 0] for i, j in zip(a[:2000], b[:2000])]))
     nn = _nearest_other(index, vectors[chosen], ids, chosen, content_hashes)
-    floor = max(median_random, 1e-12) * 1e-4  # identical pictures in other bytes: distance ~0
-    log_nn = np.log(np.maximum(nn[np.isfinite(nn)], floor))
-    log_t, depth = _valley(log_nn)
+    at, depth, separation = _valley(nn[np.isfinite(nn)])
     ceiling = CEILING_SHARE * median_random
-    details = {"valley_depth": round(depth, 3), "sampled": int(len(chosen))}
-    if log_t is not None and depth <= max_depth:
-        return AutoThreshold(min(float(np.exp(log_t)), ceiling), "valley", median_random, len(ids), details)
+    details = {"valley_depth": round(depth, 3), "separation": round(separation, 2), "sampled": int(len(chosen))}
+    if at is not None and depth <= MAX_DEPTH and separation >= MIN_SEPARATION:
+        return AutoThreshold(min(at, ceiling), "valley", median_random, len(ids), details)
     return AutoThreshold(FALLBACK_SHARE * median_random, "fallback", median_random, len(ids), details)
 
 
