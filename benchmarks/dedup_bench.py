@@ -13,6 +13,12 @@ vecmetric: the default model (EfficientNet-Lite0, cosine) embeds the folder into
 ``build_index`` indexes it, then ``near_pairs`` + ``build_groups`` run at the default threshold,
 at ``--auto``'s and over a sweep. imagededup runs in its own venv (``--imagededup-python``) through
 ``_imagededup_run.py``, each method with every default; its CNN is tried and reported.
+``pip install imagededup`` pulls torch, whose PyPI build for Linux brings several GB of CUDA
+libraries, so the venv is made without it (the hashes do not use torch)::
+
+    python3 -m venv /work/venvs/imagededup
+    /work/venvs/imagededup/bin/pip install --no-deps imagededup==0.3.3.post2
+    /work/venvs/imagededup/bin/pip install numpy scipy pywavelets pillow tqdm scikit-learn matplotlib
 """
 
 from __future__ import annotations
@@ -143,16 +149,18 @@ def main(argv=None) -> None:
     )
     notes.append(
         f"`--auto` on this store: nearest-neighbour distances (to another file's bytes) of all 328 rows, valley depth "
-        f"{auto.details['valley_depth']} -> {auto.method} {auto.threshold:.3f} (median random-pair distance {auto.median_random:.3f}). "
-        f"On the 68 distinct photos alone (no copies): valley depth {alone.details['valley_depth']} -> {alone.method} {alone.threshold:.3f}, "
+        f"{auto.details['valley_depth']}, classes {auto.details['separation']}x apart -> {auto.method} {auto.threshold:.3f} (median "
+        f"random-pair distance {auto.median_random:.3f}). On the 68 distinct photos alone (no copies): valley depth "
+        f"{alone.details['valley_depth']}, classes {alone.details['separation']}x apart -> {alone.method} {alone.threshold:.3f}, "
         "below every distinct pair, so a store without duplicates gets no false groups."
     )
     if args.imagededup_python:
         found = run_imagededup(args.imagededup_python, images)
         for name, out in found["methods"].items():
             if "error" in out:
-                notes.append(f"imagededup {found['version']} {name}: cannot run here ({out['error']}); its default model's weights "
-                             "(torchvision MobileNetV3-small) are downloaded at first use, and this machine reaches no download host.")
+                notes.append(f"imagededup {found['version']} {name}: not run ({out['error']}). It cannot run offline in any case: its "
+                             "model's weights (torchvision MobileNetV3-small) are downloaded at first use; on this machine that download "
+                             "fails (URLError: name or service not known, tried with torchvision in vecmetric's venv).")
                 continue
             predicted = {frozenset(p) for p in out["pairs"]}
             results.append([f"imagededup {found['version']} {name} (Hamming <= 10, default)", *score(predicted, pairs), "-", out["seconds"], out["seconds"]])

@@ -226,3 +226,11 @@ def test_auto_threshold_finds_the_valley_between_copies_and_distinct_rows(tmp_pa
     assert alone.method == "fallback" and alone.threshold < d.min()
     with pytest.raises(InputError, match="explicit"):
         auto_threshold(index, vectors, ids, hashes, "ip")
+
+
+def test_a_store_whose_rows_are_all_copies_is_one_group_and_not_capped(tmp_path):
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=32).astype(np.float32) + 0.01 * rng.normal(size=(5, 32)).astype(np.float32)
+    ids = np.arange(5)
+    pairs = near_pairs(make_index(tmp_path / "idx", vectors, ids), vectors, ids, 0.1, "cosine", k=2, max_k=5)
+    assert len(pairs) == 10 and pairs.capped == 0
