@@ -76,7 +76,7 @@ def load_or_build_index(folder: Path, vectors, ids):
 def main(argv=None) -> None:
     import numpy as np
 
-    from vecmetric.dedup import DEFAULT_THRESHOLD, Rows, build_groups, near_pairs
+    from vecmetric.dedup import DEFAULT_THRESHOLD, Rows, auto_threshold, build_groups, near_pairs
     from vecmetric.index import pairwise_distances
 
     args = parse_args(argv)
@@ -112,13 +112,18 @@ def main(argv=None) -> None:
         ["rows", "dim", "threshold", "pairs", "capped rows", "groups", "planted pairs within threshold found", "planted copies grouped", "pairs s", "groups s", "total s", "CPU s", "load"],
         rows_out,
     )
+    started = time.perf_counter()
+    auto = auto_threshold(index, vectors, ids, hashes, "cosine")
+    auto_seconds = time.perf_counter() - started
     built = f"built in {build_seconds:.0f} s, not part of the time" if build_seconds else "cached from an earlier run"
     note = (
         f"{len(planted)} near copies planted (cosine distance to their source: median {np.median(d):.3f}, max {d.max():.3f}) "
         f"and {len(exact)} byte-identical ones. Index: vecmetric's HnswIndex at its defaults (M 16, ef_construction 200, "
         f"ef 64), {built}. 'planted pairs within threshold found': the share of the planted pairs closer than the threshold "
         "that the range search returned (HNSW is approximate); 'planted copies grouped': the share of all planted copies in "
-        "their source's group (one beyond the threshold can still join through another row). 'CPU s': CPU time of all the "
+        "their source's group (one beyond the threshold can still join through another row). `--auto` on these vectors "
+        f"({auto.details['sampled']:,} rows sampled, {auto_seconds:.1f} s): valley depth {auto.details['valley_depth']}, classes "
+        f"{auto.details['separation']}x apart -> {auto.method} {auto.threshold:.3f}. 'CPU s': CPU time of all the "
         "process's threads; the machine is shared, so with a load average above 2 the wall time runs longer than CPU s / 2."
     )
     report(f"{SECTION} ({args.n:,} x {args.dim}, {machine_tag('cpu')})", [table, note], info=info, write=not args.no_write)

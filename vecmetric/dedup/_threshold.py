@@ -172,8 +172,10 @@ def _nearest_other(index, queries, ids, positions, content_hashes, k: int = 8):
     """Distance from each query row to its nearest row with another content hash (inf if none in k)."""
     import numpy as np
 
+    from ._pairs import EF_PER_K
+
     by_id = dict(zip(ids.tolist(), content_hashes))
-    labels, dist = index.query(queries, min(k, index.count))
+    labels, dist = index.query(queries, min(k, index.count), ef=EF_PER_K * k)
     out = np.full(len(queries), np.inf)
     for r, (row_labels, row_dist) in enumerate(zip(labels, dist)):
         own = content_hashes[positions[r]]
