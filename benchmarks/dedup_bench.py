@@ -104,8 +104,8 @@ def embed_set(images: Path, store_dir: Path):
 
 
 def run_vecmetric(store, threshold: float):
-    """(groups, seconds) of near_pairs + build_groups on the store's index."""
-    from vecmetric.dedup import Rows, build_groups, near_pairs
+    """(groups, seconds, (index, rows, vectors)) of ``find_duplicates`` on the store's index."""
+    from vecmetric.dedup import Rows, find_duplicates
     from vecmetric.index import load_current_index
     from vecmetric.store import embeddings_to_numpy
 
@@ -113,7 +113,7 @@ def run_vecmetric(store, threshold: float):
     rows, vectors = Rows.from_table(table), embeddings_to_numpy(table.column("embedding"))
     index = load_current_index(store)
     started = time.perf_counter()
-    groups = build_groups(rows, vectors, index.metric, near_pairs(index, vectors, rows.ids, threshold, index.metric))
+    groups = find_duplicates(index, rows, vectors, threshold).groups
     return groups, time.perf_counter() - started, (index, rows, vectors)
 
 
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
         sweep = [[t, *score(group_pairs(run_vecmetric(store, t)[0]), pairs)] for t in SWEEP]
         alone = auto_on_distinct(vectors, rows, truth, Path(tmp) / "distinct")
     notes.append(
-        f"vecmetric's seconds: `near_pairs` + `build_groups` on the built index; end to end adds embedding the 328 files with the "
+        f"vecmetric's seconds: `find_duplicates` (`near_pairs` + `build_groups`) on the built index; end to end adds embedding the 328 files with the "
         f"default model ({embed_s:.1f} s) and building the index ({index_s:.2f} s). {keepers_ok} of {len(groups)} groups at the default "
         f"threshold keep their original (`--keep oldest`: originals are the oldest files)."
     )

@@ -234,3 +234,20 @@ def test_a_store_whose_rows_are_all_copies_is_one_group_and_not_capped(tmp_path)
     ids = np.arange(5)
     pairs = near_pairs(make_index(tmp_path / "idx", vectors, ids), vectors, ids, 0.1, "cosine", k=2, max_k=5)
     assert len(pairs) == 10 and pairs.capped == 0
+
+
+def test_find_duplicates_and_find_leaks_compose_the_steps(planted, tmp_path):
+    from vecmetric.dedup import find_duplicates, find_leaks
+
+    rows, vectors, index, expected = planted
+    found = find_duplicates(index, rows, vectors, "0.1")
+    assert found.threshold == 0.1 and {positions_of(rows, g) for g in found.groups} == expected
+    with pytest.raises(InputError):
+        find_duplicates(index, rows, vectors, -1)
+    # this store against itself minus the copies: every copy is a leak of its original
+    originals = Rows(rows.ids[:200], rows.paths[:200], rows.sizes[:200], rows.mtime_ns[:200], rows.content_hashes[:200])
+    copies = Rows(rows.ids[200:], rows.paths[200:], rows.sizes[200:], rows.mtime_ns[200:], rows.content_hashes[200:])
+    leaks = find_leaks(make_index(tmp_path / "orig", vectors[:200], rows.ids[:200]), copies, vectors[200:], originals, vectors[:200], 0.1)
+    assert {(g.keeper.path, frozenset(m.path for m in g.members[1:])) for g in leaks.groups} == {
+        (f"/photos/{i:03d}.jpg", frozenset({f"/photos/{200 + 2 * i:03d}.jpg", f"/photos/{201 + 2 * i:03d}.jpg"})) for i in range(10)
+    } | {(f"/photos/{10 + k:03d}.jpg", frozenset({f"/photos/{220 + k:03d}.jpg"})) for k in range(5)}

@@ -149,3 +149,18 @@ def test_undo_refuses_a_changed_file_and_moves_nothing_back(library, tmp_path):
     with pytest.raises(MoveError, match="not a vecmetric dedup move log"):
         (tmp_path / "other.json").write_text("{}")
         undo_moves(tmp_path / "other.json")
+
+
+def test_files_reached_through_a_linked_folder_keep_their_walked_path(tmp_path):
+    outside = tmp_path / "elsewhere" / "album"
+    outside.mkdir(parents=True)
+    (outside / "a.jpg").write_bytes(b"a")
+    (outside / "a-copy.jpg").write_bytes(b"a")
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "linked").symlink_to(outside)  # embed follows linked folders and records these paths
+    groups = [Group(0, "exact", [Member(str(root / "linked" / "a.jpg"), 0, 0.0, True), Member(str(root / "linked" / "a-copy.jpg"), 1, 0.0, False)])]
+    result = move_duplicates(groups, [root], tmp_path / "aside")
+    assert result.moves == [(str(root / "linked" / "a-copy.jpg"), str((tmp_path / "aside").resolve() / "linked" / "a-copy.jpg"))]
+    undo_moves(result.log)
+    assert (outside / "a-copy.jpg").read_bytes() == b"a"

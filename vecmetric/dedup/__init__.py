@@ -2,11 +2,14 @@
 
 The core of ``vecmetric dedup``, over arrays (no command line, no store I/O)::
 
-    pairs = near_pairs(index, vectors, rows.ids, threshold, "cosine")
-    groups = build_groups(rows, vectors, "cosine", pairs, keep="oldest")
-    moved = move_duplicates(groups, roots, "set-aside/")    # later: undo_moves(moved.log)
+    found = find_duplicates(index, rows, vectors, threshold, keep="oldest")   # or find_leaks(...)
+    moved = move_duplicates(found.groups, roots, "set-aside/")    # later: undo_moves(moved.log)
+
+``find_duplicates`` is ``near_pairs`` (range search, exact re-check) then ``build_groups``
+(union-find over content hashes and near pairs, keepers); both are public for other callers.
 """
 
+from ._find import DedupResult, find_duplicates, find_leaks
 from ._groups import KEEP_POLICIES, Group, Member, Rows, build_groups, components, keeper_key
 from ._move import MOVE_LOG_FORMAT, MoveResult, check_target, move_duplicates, read_move_log, undo_moves
 from ._pairs import MAX_K, NearPairs, near_pairs
@@ -18,6 +21,7 @@ __all__ = [
     "MAX_K",
     "MOVE_LOG_FORMAT",
     "AutoThreshold",
+    "DedupResult",
     "Group",
     "Member",
     "MoveResult",
@@ -29,6 +33,8 @@ __all__ = [
     "check_threshold",
     "components",
     "default_threshold",
+    "find_duplicates",
+    "find_leaks",
     "keeper_key",
     "move_duplicates",
     "near_pairs",

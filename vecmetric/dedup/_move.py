@@ -77,16 +77,25 @@ def check_target(target: str | os.PathLike, roots: Iterable[str | os.PathLike]) 
     return real
 
 
+def _relative(source: Path, roots: list[Path]) -> Path | None:
+    """``source`` relative to the deepest root holding it: as written (a store records paths walked
+    through linked folders), else with every link resolved."""
+    for candidate, bases in ((source, [Path(os.path.abspath(r)) for r in roots]), (_real(source), [_real(r) for r in roots])):
+        holding = [b for b in bases if _is_within(candidate, b)]
+        if holding:
+            return candidate.relative_to(max(holding, key=lambda b: len(b.parts)))
+    return None
+
+
 def _plan(paths: list[str], roots: list[Path], target: Path) -> list[dict[str, Any]]:
     """Source and destination of each file, checked before anything moves."""
     plan, taken = [], set()
     for path in paths:
         source = Path(os.path.abspath(path))
-        real = _real(source)
-        root = max((r for r in roots if _is_within(real, r)), key=lambda r: len(r.parts), default=None)
-        if root is None:
+        relative = _relative(source, roots)
+        if relative is None:
             raise MoveError(f"{path} is not under any embed root of the store", hint="nothing was moved")
-        destination = target / real.relative_to(root)
+        destination = target / relative
         if not source.is_file():
             raise MoveError(f"{path} is gone or not a file", hint="run 'vecmetric embed' to update the store; nothing was moved")
         if destination.exists() or destination in taken:
@@ -124,7 +133,7 @@ def move_duplicates(groups, roots: Iterable[str | os.PathLike], target: str | os
     Raises:
         MoveError: a check failed (nothing moved), or a move failed (the moved files put back).
     """
-    root_list = [_real(r) for r in roots]
+    root_list = [Path(r) for r in roots]
     real_target = check_target(target, root_list)
     paths = [m.path for g in groups for m in g.members if not m.keep]
     plan = _plan(paths, root_list, real_target)
@@ -134,7 +143,7 @@ def move_duplicates(groups, roots: Iterable[str | os.PathLike], target: str | os
         "format_version": 1,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": str(real_target),
-        "roots": [str(r) for r in root_list],
+        "roots": [os.path.abspath(r) for r in root_list],
         "state": "moving",
         **(extra or {}),
         "moves": plan,
