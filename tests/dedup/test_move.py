@@ -30,8 +30,10 @@ def library(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.utime(path, ns=(1_600_000_000_000_000_000 + i * 7_000_000_001, 1_500_000_000_000_000_000 + i * 3_000_000_007))
+    ids = {rel: i for i, rel in enumerate(sorted(files))}
+
     def member(rel, keep):
-        return Member(str(root / rel), hash(rel) % 1000, 0.0 if keep else 0.1, keep)
+        return Member(str(root / rel), ids[rel], 0.0 if keep else 0.1, keep)
     groups = [
         Group(0, "exact", [member("2019/a.jpg", True), member("2019/copies/a (1).jpg", False)]),
         Group(1, "near", [member("2020/b.png", True), member("2020/b-small.png", False)]),
