@@ -1,0 +1,62 @@
+"""The two questions dedup answers, each one call over a store's arrays: duplicates within, leaks into another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._groups import Group, Rows, build_groups
+from ._pairs import NearPairs, near_pairs
+from ._threshold import check_threshold
+
+
+@dataclass
+class DedupResult:
+    """Groups (keeper first in each), the near pairs they came from, and the threshold used."""
+
+    groups: list[Group]
+    pairs: NearPairs
+    threshold: float
+    capped: int = 0  # rows whose neighbours within the threshold exceeded MAX_K (see near_pairs)
+
+
+def find_duplicates(index, rows: Rows, vectors, threshold: float, keep: str = "oldest") -> DedupResult:
+    """Groups of byte-identical and near-duplicate rows of one store.
+
+    Args:
+        index: the store's current ``HnswIndex`` (labels are row ids; its metric is used).
+        rows: the store's rows; vectors: theirs, (N, D), in the same order.
+        threshold: the largest distance of a near pair, in the units ``search`` prints.
+        keep: the keeper policy (``oldest``, ``newest``, ``largest``, ``shortest-path``).
+
+    Raises:
+        InputError: a bad threshold for the index's metric, or an unknown keep policy.
+    """
+    threshold = check_threshold(threshold, index.metric)
+    pairs = near_pairs(index, vectors, rows.ids, threshold, index.metric)
+    return DedupResult(build_groups(rows, vectors, index.metric, pairs, keep=keep), pairs, threshold, pairs.capped)
+
+
+def find_leaks(other_index, rows: Rows, vectors, other_rows: Rows, other_vectors, threshold: float, keep: str = "oldest") -> DedupResult:
+    """Rows of this store that duplicate rows of another (train/test leakage).
+
+    Each group joins rows of both stores; its keeper is the other store's row that ``keep``
+    picks, every row of the other store is kept, and only this store's rows are marked to go.
+
+    Args:
+        other_index: the other store's current ``HnswIndex``.
+        rows, vectors: this store's rows and vectors.
+        other_rows, other_vectors: the other store's.
+        threshold, keep: as for ``find_duplicates``.
+
+    Raises:
+        InputError: a bad threshold, or an unknown keep policy.
+    """
+    import numpy as np
+
+    threshold = check_threshold(threshold, other_index.metric)
+    pairs = near_pairs(other_index, vectors, rows.ids, threshold, other_index.metric, data_vectors=other_vectors, data_ids=other_rows.ids)
+    mine = Rows(rows.ids, rows.paths, rows.sizes, rows.mtime_ns, rows.content_hashes, side=np.zeros(len(rows)))
+    theirs = Rows(other_rows.ids, other_rows.paths, other_rows.sizes, other_rows.mtime_ns, other_rows.content_hashes, side=np.ones(len(other_rows)))
+    both = np.concatenate([np.asarray(vectors, dtype=np.float32), np.asarray(other_vectors, dtype=np.float32)])
+    groups = build_groups(Rows.concat(mine, theirs), both, other_index.metric, pairs, keep=keep, against=True)
+    return DedupResult(groups, pairs, threshold, pairs.capped)
