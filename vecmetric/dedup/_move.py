@@ -44,7 +44,7 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def _hash_file(path: Path) -> str:
-    from ..store._embed import content_hash
+    from ..store import content_hash
 
     return content_hash(path.read_bytes())
 
