@@ -166,3 +166,24 @@ def test_files_reached_through_a_linked_folder_keep_their_walked_path(tmp_path):
     assert result.moves == [(str(root / "linked" / "a-copy.jpg"), str((tmp_path / "aside").resolve() / "linked" / "a-copy.jpg"))]
     undo_moves(result.log)
     assert (outside / "a-copy.jpg").read_bytes() == b"a"
+
+
+def test_an_undo_interrupted_mid_way_can_be_run_again(library, tmp_path, monkeypatch):
+    root, groups = library
+    before = snapshot(root)
+    result = move_duplicates(groups, [root], tmp_path / "aside")
+    real_move, calls = _move._move_file, []
+
+    def interrupted(source, destination):
+        calls.append(source)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or a kill) after the first file is back
+        real_move(source, destination)
+
+    monkeypatch.setattr(_move, "_move_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        undo_moves(result.log)
+    assert read_move_log(result.log)["state"] == "moved" and snapshot(root) != before
+    monkeypatch.setattr(_move, "_move_file", real_move)
+    assert len(undo_moves(result.log).moves) == 2  # the file already back is recognised by its bytes
+    assert snapshot(root) == before

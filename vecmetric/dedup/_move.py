@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .._fsutil import atomic_write_json, read_json
 from ..errors import MoveError
@@ -183,32 +183,50 @@ def read_move_log(log_path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def undo_moves(log_path: str | os.PathLike) -> MoveResult:
-    """Put every file a ``move_duplicates`` log records back where it was, bit for bit.
+def _undo_plan(doc: dict[str, Any], log_path) -> list[tuple[Path, Path]]:
+    """The (moved file, its old place) pairs still to move back, every one checked first.
 
-    Checks first that each moved file is still there with the bytes it was moved with (its
-    content hash) and that nothing has taken its old place; then moves them all back, removes
-    the folders the moves left empty under the target, and marks the log ``undone``.
-
-    Raises:
-        MoveError: the log is unreadable or already undone, a moved file is missing or
-            changed, or its old place is taken (nothing is moved back then).
+    A file already back in its old place with the bytes it was moved with is left out: it was
+    never moved (a crash or a rollback mid-way) or an interrupted undo put it back already.
     """
-    doc = read_move_log(log_path)
     if doc.get("state") == "undone":
         raise MoveError(f"the moves in {log_path} were undone already")
     pending = []
     for step in doc["moves"]:
         source, destination = Path(step["to"]), Path(step["from"])
         if not source.is_file():
-            if destination.is_file() and doc.get("state") != "moved":
-                continue  # never moved (a crash or a rollback mid-way)
+            if destination.is_file() and _hash_file(destination) == step["content_hash"]:
+                continue
             raise MoveError(f"{source} is missing", hint="nothing was moved back")
         if _hash_file(source) != step["content_hash"]:
             raise MoveError(f"{source} changed since it was moved", hint="nothing was moved back")
         if destination.exists():
             raise MoveError(f"{destination} exists again", hint="move it away first; nothing was moved back")
         pending.append((source, destination))
+    return pending
+
+
+def undo_moves(log_path: str | os.PathLike, before_moving: Callable[[dict[str, Any], list[tuple[Path, Path]]], None] | None = None) -> MoveResult:
+    """Put every file a ``move_duplicates`` log records back where it was, bit for bit.
+
+    Checks first that each moved file is still there with the bytes it was moved with (its
+    content hash) and that nothing has taken its old place; then moves them all back, removes
+    the folders the moves left empty under the target, and marks the log ``undone`` (last, so
+    an undo killed mid-way can be run again: files already back are recognised by their bytes).
+
+    Args:
+        log_path: the move log.
+        before_moving: called with the log and the (moved file, old place) pairs after every
+            check passed and before the first file moves (the store restores its rows there).
+
+    Raises:
+        MoveError: the log is unreadable or already undone, a moved file is missing or
+            changed, or its old place is taken (nothing is moved back then).
+    """
+    doc = read_move_log(log_path)
+    pending = _undo_plan(doc, log_path)
+    if before_moving is not None:
+        before_moving(doc, pending)
     for source, destination in pending:
         _move_file(source, destination)
     target = Path(doc["target"])
