@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ._groups import Group, Rows, build_groups
+from ._groups import Group, Member, Rows, build_groups
 from ._pairs import NearPairs, near_pairs
 from ._threshold import check_threshold
 
 
 @dataclass
 class DedupResult:
-    """Groups (keeper first in each), the near pairs they came from, and the threshold used."""
+    """Groups (keeper first in each), the near pairs they came from, and the threshold used.
+
+    ``dedup_store`` fills the rest: the index's ``metric``, how the threshold was chosen
+    (``threshold_from``: ``given``, ``default`` or ``auto``, with ``auto`` the ``AutoThreshold``),
+    the store's path, the other store's with ``--against``, and the store's ``snapshot`` when its
+    rows were read (a move refuses a store that changed since).
+    """
 
     groups: list[Group]
     pairs: NearPairs
     threshold: float
     capped: int = 0  # rows whose neighbours within the threshold exceeded MAX_K (see near_pairs)
+    metric: str = ""
+    threshold_from: str = "given"
+    auto: Any = None
+    store: str | None = None
+    against: str | None = None
+    snapshot: list | None = None
+    rows: int = 0
+
+    @property
+    def to_move(self) -> list[Member]:
+        """The files to set aside: every member not kept (only this store's, with ``--against``)."""
+        return [m for g in self.groups for m in g.members if not m.keep]
 
 
 def find_duplicates(index, rows: Rows, vectors, threshold: float, keep: str = "oldest") -> DedupResult:
@@ -33,7 +52,8 @@ def find_duplicates(index, rows: Rows, vectors, threshold: float, keep: str = "o
     """
     threshold = check_threshold(threshold, index.metric)
     pairs = near_pairs(index, vectors, rows.ids, threshold, index.metric)
-    return DedupResult(build_groups(rows, vectors, index.metric, pairs, keep=keep), pairs, threshold, pairs.capped)
+    groups = build_groups(rows, vectors, index.metric, pairs, keep=keep)
+    return DedupResult(groups, pairs, threshold, pairs.capped, metric=index.metric, rows=len(rows))
 
 
 def find_leaks(other_index, rows: Rows, vectors, other_rows: Rows, other_vectors, threshold: float, keep: str = "oldest") -> DedupResult:
@@ -59,4 +79,4 @@ def find_leaks(other_index, rows: Rows, vectors, other_rows: Rows, other_vectors
     theirs = Rows(other_rows.ids, other_rows.paths, other_rows.sizes, other_rows.mtime_ns, other_rows.content_hashes, side=np.ones(len(other_rows)))
     both = np.concatenate([np.asarray(vectors, dtype=np.float32), np.asarray(other_vectors, dtype=np.float32)])
     groups = build_groups(Rows.concat(mine, theirs), both, other_index.metric, pairs, keep=keep, against=True)
-    return DedupResult(groups, pairs, threshold, pairs.capped)
+    return DedupResult(groups, pairs, threshold, pairs.capped, metric=other_index.metric, rows=len(rows))

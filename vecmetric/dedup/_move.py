@@ -29,10 +29,11 @@ MOVE_LOG_FORMAT = "vecmetric-dedup-moves"
 
 @dataclass
 class MoveResult:
-    """What ``move_duplicates`` or ``undo_moves`` did: the log and the (from, to) of each file."""
+    """What a move or an undo did: the log, the (from, to) of each file, and the store rows it touched."""
 
     log: Path
     moves: list[tuple[str, str]] = field(default_factory=list)
+    rows: int = 0  # store rows removed (a move) or restored (an undo), when a store took part
 
 
 def _real(path: str | os.PathLike) -> Path:
