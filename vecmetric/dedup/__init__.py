@@ -18,7 +18,7 @@ from ._find import DedupResult, find_duplicates, find_leaks
 from ._groups import KEEP_POLICIES, Group, Member, Rows, build_groups, components, keeper_key
 from ._move import MOVE_LOG_FORMAT, MoveResult, check_target, move_duplicates, read_move_log, undo_moves
 from ._pairs import MAX_K, NearPairs, near_pairs
-from ._store import dedup_store, move_store_duplicates, undo_store_moves
+from ._store import check_store_target, dedup_store, move_store_duplicates, undo_store_moves
 from ._threshold import DEFAULT_THRESHOLD, AutoThreshold, auto_threshold, check_threshold, default_threshold
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "auto_threshold",
     "build_groups",
     "check_target",
+    "check_store_target",
     "check_threshold",
     "components",
     "dedup_store",

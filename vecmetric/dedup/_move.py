@@ -177,7 +177,9 @@ def read_move_log(log_path: str | os.PathLike) -> dict[str, Any]:
     """
     try:
         doc = read_json(log_path)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise MoveError(f"cannot read the move log {log_path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
         raise MoveError(f"cannot read the move log {log_path}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != MOVE_LOG_FORMAT or not isinstance(doc.get("moves"), list):
         raise MoveError(f"{log_path} is not a vecmetric dedup move log")

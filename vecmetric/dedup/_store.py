@@ -188,6 +188,25 @@ def _after_rows_changed(store) -> None:
         build_index(store, take_lock=False)
 
 
+def check_store_target(store, target) -> Path:
+    """``target`` checked as a ``--move-to`` folder for ``store`` (created if missing), before anything is searched or moved.
+
+    Returns:
+        The target, resolved.
+
+    Raises:
+        MoveError: the store records no embed roots (stores made before they were recorded),
+            ``target`` is inside one, or it cannot be created or written.
+    """
+    st = _open(store)
+    if not st.roots:
+        raise MoveError(
+            f"the store {st.path} records no embed root (it was made before roots were recorded)",
+            hint=f"run 'vecmetric embed FOLDER --store {st.path}' once on the folder it holds to record it; nothing was moved",
+        )
+    return check_target(target, st.roots)
+
+
 def move_store_duplicates(found: DedupResult, target, log_path=None) -> MoveResult:
     """Move the non-keepers of ``found`` (from ``dedup_store``) under ``target`` and remove their rows from the store.
 
@@ -213,15 +232,10 @@ def move_store_duplicates(found: DedupResult, target, log_path=None) -> MoveResu
 
     st = _open(found.store)
     roots = st.roots
-    if not roots:
-        raise MoveError(
-            f"the store {st.path} records no embed root (it was made before roots were recorded)",
-            hint=f"run 'vecmetric embed FOLDER --store {st.path}' once on the folder it holds to record it; nothing was moved",
-        )
+    real_target = check_store_target(st, target)
     with StoreLock(st.path, "dedup --move-to"):
         if st.snapshot() != found.snapshot:
             raise MoveError(f"the store {st.path} changed since its duplicates were found", hint="run dedup again; nothing was moved")
-        real_target = check_target(target, roots)
         log = Path(log_path) if log_path else _new_log_path(real_target)
         rows_file = log.with_name(log.name.removesuffix(".json") + ".rows.parquet")
         ids = sorted({m.id for m in found.to_move})
