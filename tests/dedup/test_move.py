@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vecmetric.dedup import Group, Member, move_duplicates, read_move_log, undo_moves
-from vecmetric.dedup import _move
+from vecmetric.dedup import Group, Member, _move, move_duplicates, read_move_log, undo_moves
 from vecmetric.errors import MoveError
 
 
