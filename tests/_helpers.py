@@ -171,3 +171,16 @@ def plant_duplicates(originals: list[Path], near: tuple[int, ...] = (0, 3, 6, 11
         for copy in group[1:]:
             os.utime(copy, ns=(base + n * 86_400 * 10**9,) * 2)
     return groups
+
+
+def parquet_rows(store: Path):
+    """Every row of a store sorted by id, read straight from its Parquet files (not through vecmetric); None when it has none."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(Path(store).glob("part-*.parquet"))
+    return pq.read_table([str(p) for p in parts]).sort_by("id") if parts else None
+
+
+def file_snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: relative path -> (bytes, mtime in ns)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(Path(folder).rglob("*")) if p.is_file()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from _helpers import PLANTED_THRESHOLD, plant_duplicates
+from _helpers import PLANTED_THRESHOLD, file_snapshot, parquet_rows, plant_duplicates
 
 from vecmetric.dedup import dedup_store, move_store_duplicates, read_move_log, undo_store_moves
 from vecmetric.errors import InputError, MoveError, StoreMismatchError
@@ -22,15 +22,9 @@ from vecmetric.store import StoreLock, embed_directory, open_store
 from vecmetric.verify import verify_store
 
 
-def read_rows(store: Path):
-    """Every row of the store, sorted by id, straight from its Parquet files (not through vecmetric)."""
-    table = pq.read_table([str(p) for p in sorted(store.glob("part-*.parquet"))]) if any(store.glob("part-*.parquet")) else None
-    return table.sort_by("id") if table is not None else None
-
-
 def brute_groups(store: Path, threshold: float) -> set[frozenset[str]]:
     """Connected components (2+ rows) of exact cosine distance <= threshold or equal content hash."""
-    rows = read_rows(store)
+    rows = parquet_rows(store)
     v = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float64)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     hashes = np.array(rows.column("content_hash").to_pylist())
@@ -52,19 +46,9 @@ def brute_groups(store: Path, threshold: float) -> set[frozenset[str]]:
     return out
 
 
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture
-def library(tmp_path, make_images, small_model):
-    """16 distinct images, 4 of them with two near copies and one with a byte copy, embedded (no index yet)."""
-    photos = tmp_path / "photos"
-    originals = make_images(photos, classes=16, per_class=1, size=64)
-    truth = plant_duplicates(originals)
-    store = tmp_path / "store"
-    embed_directory(photos, store, model=small_model, workers=0)
-    return photos, store, truth
+def library(planted_store):
+    return planted_store
 
 
 def as_sets(groups) -> set[frozenset[str]]:
@@ -80,7 +64,7 @@ def test_planted_duplicates_are_found_with_their_groups_keepers_and_exact_distan
     assert {g.keeper.path for g in found.groups} == {g[0] for g in truth}  # the originals are the oldest
     kinds = {g.keeper.path: g.kind for g in found.groups}
     assert [kinds[g[0]] for g in truth] == ["near"] * 4 + ["exact"]
-    rows = read_rows(store)
+    rows = parquet_rows(store)
     vectors = dict(zip(rows.column("path").to_pylist(), np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))))
 
     def cosine_distance(a, b):
@@ -127,13 +111,13 @@ def test_a_read_only_store_with_a_current_index_is_searched_without_writing(libr
 
 def test_move_then_undo_restores_every_file_bit_for_bit_and_the_rows_with_their_ids_and_vectors(library, tmp_path):
     photos, store, truth = library
-    files_before, rows_before = snapshot(photos), read_rows(store)
+    files_before, rows_before = file_snapshot(photos), parquet_rows(store)
     found = dedup_store(store, threshold=PLANTED_THRESHOLD)
     moved = move_store_duplicates(found, tmp_path / "aside")
     moved_paths = {p for g in truth for p in g[1:]}
     assert {src for src, _ in moved.moves} == moved_paths and moved.rows == len(moved_paths)
-    assert set(snapshot(photos)) == {str(Path(p).relative_to(photos)) for p in set(read_rows(store).column("path").to_pylist())}
-    assert set(read_rows(store).column("path").to_pylist()) == set(rows_before.column("path").to_pylist()) - moved_paths
+    assert set(file_snapshot(photos)) == {str(Path(p).relative_to(photos)) for p in set(parquet_rows(store).column("path").to_pylist())}
+    assert set(parquet_rows(store).column("path").to_pylist()) == set(rows_before.column("path").to_pylist()) - moved_paths
     for src, dst in moved.moves:  # paths kept relative to the embed root
         assert Path(dst).relative_to((tmp_path / "aside").resolve()) == Path(src).relative_to(photos)
     log = read_move_log(moved.log)
@@ -142,8 +126,8 @@ def test_move_then_undo_restores_every_file_bit_for_bit_and_the_rows_with_their_
 
     undone = undo_store_moves(moved.log)
     assert len(undone.moves) == len(moved_paths) and undone.rows == len(moved_paths)
-    assert snapshot(photos) == files_before
-    assert read_rows(store).equals(rows_before)  # same ids, paths, hashes, labels and vectors
+    assert file_snapshot(photos) == files_before
+    assert parquet_rows(store).equals(rows_before)  # same ids, paths, hashes, labels and vectors
     manifest = open_store(store).manifest
     assert manifest["next_id"] > max(rows_before.column("id").to_pylist()) and manifest["counts"]["rows"] == rows_before.num_rows
     report = verify_store(store)
@@ -162,10 +146,10 @@ def test_undo_replaces_the_row_of_a_path_embedded_again_meanwhile(library, tmp_p
     reused.write_bytes(other.read_bytes())  # a new file at a moved file's path, embedded, then gone again
     embed_directory(photos, store, workers=0)
     reused.unlink()
-    stale_id = read_rows(store).column("id").to_pylist()[read_rows(store).column("path").to_pylist().index(str(reused))]
+    stale_id = parquet_rows(store).column("id").to_pylist()[parquet_rows(store).column("path").to_pylist().index(str(reused))]
     assert stale_id != saved_ids[str(reused)]
     undo_store_moves(moved.log)
-    rows = read_rows(store)
+    rows = parquet_rows(store)
     paths = rows.column("path").to_pylist()
     assert paths.count(str(reused)) == 1  # the saved row describes the file put back; the other is gone
     assert rows.column("id").to_pylist()[paths.index(str(reused))] == saved_ids[str(reused)]
@@ -178,11 +162,11 @@ def test_a_store_without_embed_roots_refuses_to_move_and_says_how_to_record_them
     st = open_store(store)
     del st.manifest["roots"]
     st.write_manifest()
-    before = snapshot(photos)
+    before = file_snapshot(photos)
     with pytest.raises(MoveError, match="records no embed root") as caught:
         move_store_duplicates(dedup_store(store, threshold=PLANTED_THRESHOLD), tmp_path / "aside")
     assert "vecmetric embed FOLDER" in str(caught.value) and caught.value.exit_code == 3
-    assert snapshot(photos) == before
+    assert file_snapshot(photos) == before
 
 
 def test_a_store_changed_since_the_search_is_not_moved(library, tmp_path, make_images):
@@ -190,10 +174,10 @@ def test_a_store_changed_since_the_search_is_not_moved(library, tmp_path, make_i
     found = dedup_store(store, threshold=PLANTED_THRESHOLD)
     make_images(photos / "late", classes=1, per_class=1, seed=5)
     embed_directory(photos, store, workers=0)
-    before = snapshot(photos)
+    before = file_snapshot(photos)
     with pytest.raises(MoveError, match="changed since"):
         move_store_duplicates(found, tmp_path / "aside")
-    assert snapshot(photos) == before
+    assert file_snapshot(photos) == before
 
 
 def test_against_finds_the_planted_leaks_and_keeps_every_reference_row(tmp_path, make_images, small_model):
