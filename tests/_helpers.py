@@ -184,3 +184,23 @@ def parquet_rows(store: Path):
 def file_snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder``: relative path -> (bytes, mtime in ns)."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def fake_store(path, fake_encoder, write_rows, metric="cosine", spec=None, dim=8, seed=0):
+    """A store of 40 random rows (``fake_encoder``, ``write_rows`` are the fixtures), rows 0 and 1 near copies;
+    ``spec`` overrides the model spec it records (``default`` for the default model's threshold)."""
+    import numpy as np
+
+    from vecmetric.store import create_store
+
+    encoder = fake_encoder(dim, metric=metric)
+    if spec is not None:
+        described = encoder.describe()
+        described["spec"] = spec
+        encoder.describe = lambda: dict(described)
+    store = create_store(path, encoder)
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(40, dim)).astype(np.float32)
+    vectors[1] = vectors[0] + 0.01
+    write_rows(store, range(40), vectors)
+    return store

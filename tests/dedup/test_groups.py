@@ -181,6 +181,7 @@ def test_against_finds_planted_leaks_and_keeps_the_reference_rows(tmp_path):
         ("/test/3.jpg", "/train/19.jpg"), ("/test/4.jpg", "/train/23.jpg"), ("/test/5.jpg", "/train/40.jpg"),
     }
     assert all(m.keep == (m.side == 1) for g in groups for m in g.members)
+    assert all(type(m.keep) is bool for g in groups for m in g.members)  # json.dumps refuses numpy's bool
     assert {g.kind for g in groups if g.keeper.path == "/train/40.jpg"} == {"exact"}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from _helpers import PLANTED_THRESHOLD, file_snapshot, parquet_rows, plant_duplicates
+from _helpers import PLANTED_THRESHOLD, fake_store, file_snapshot, parquet_rows, plant_duplicates
 
 from vecmetric.dedup import dedup_store, move_store_duplicates, read_move_log, undo_store_moves
 from vecmetric.errors import InputError, MoveError, StoreMismatchError
@@ -202,22 +202,6 @@ def test_against_finds_the_planted_leaks_and_keeps_every_reference_row(tmp_path,
     assert found.against == str((tmp_path / "train-store").resolve())
     with pytest.raises(InputError, match="itself"):
         dedup_store(tmp_path / "test-store", against=tmp_path / "test-store")
-
-
-def fake_store(path, fake_encoder, write_rows, metric="cosine", spec=None, dim=8, seed=0):
-    from vecmetric.store import create_store
-
-    encoder = fake_encoder(dim, metric=metric)
-    if spec is not None:
-        described = encoder.describe()
-        described["spec"] = spec
-        encoder.describe = lambda: dict(described)
-    store = create_store(path, encoder)
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(40, dim)).astype(np.float32)
-    vectors[1] = vectors[0] + 0.01
-    write_rows(store, range(40), vectors)
-    return store
 
 
 def test_the_default_model_gets_its_measured_default_and_an_inner_product_store_needs_a_threshold(tmp_path, fake_encoder, write_rows):

@@ -226,7 +226,7 @@ def build_groups(rows: Rows, vectors, metric: str, pairs=None, keep: str = "olde
         ranked = []
         for i, d in zip(comp, dist.tolist()):
             identical = bool(rows.content_hashes[keeper]) and rows.content_hashes[i] == rows.content_hashes[keeper]
-            kept = i == keeper or (against and rows.side[i] == 1)
+            kept = bool(i == keeper or (against and rows.side[i] == 1))  # a plain bool: --json prints it
             member = Member(rows.paths[i], int(rows.ids[i]), 0.0 if identical else float(d), kept, int(rows.side[i]), rows.content_hashes[i])
             ranked.append(((i != keeper, member.distance, member.path), member))
         members = [m for _, m in sorted(ranked, key=lambda t: t[0])]
