@@ -184,3 +184,22 @@ def test_a_store_without_embed_roots_refuses_move_to_and_says_how_to_record_them
 
 def test_a_missing_store_is_one_error_line(runner, tmp_path):
     one_error_line(invoke(runner, "dedup", "--store", tmp_path / "nowhere", code=5), 5, "no store at")
+
+
+def test_dedup_imports_no_model_library_and_its_help_not_even_numpy(planted_store):
+    import subprocess
+    import sys
+
+    _, store, _ = planted_store
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from vecmetric.cli._app import app\n"
+        "assert CliRunner().invoke(app, ['dedup', '--help']).exit_code == 0\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow', 'hnswlib', 'torch') if m in sys.modules))\n"
+        f"assert CliRunner().invoke(app, ['dedup', '--store', {str(store)!r}, '--threshold', {T!r}, '--json']).exit_code == 0\n"
+        "print(sorted(m for m in ('torch', 'timm', 'open_clip', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "[]"]

@@ -123,7 +123,8 @@ def dedup_store(store, threshold=None, auto: bool | None = None, keep: str = "ol
         keep: the keeper policy: ``oldest`` (file mtime), ``newest``, ``largest`` (bytes) or
             ``shortest-path``; ties go to the shorter path.
         against: another store (folder or ``Store``) made by the same model: the groups then
-            join this store's rows to the other's, whose rows are all kept.
+            join this store's rows to the other's, whose rows are all kept (the other's
+            index is searched; ``auto`` still reads this store's own distances).
         reporter: receives the progress of an index build.
 
     Returns:
