@@ -231,3 +231,22 @@ def test_bad_options_are_refused_before_the_index_is_built(library):
             dedup_store(store, **kwargs)
     assert not (store / "_index").exists()
     assert os.path.isdir(store)
+
+
+def test_undo_into_a_store_embedded_again_from_scratch_gives_taken_ids_new_ones(library, tmp_path, small_model):
+    import shutil
+
+    photos, store, truth = library
+    moved = move_store_duplicates(dedup_store(store, threshold=PLANTED_THRESHOLD), tmp_path / "aside")
+    saved = pq.read_table(read_move_log(moved.log)["rows_file"])
+    shutil.rmtree(store)
+    embed_directory(photos, store, model=small_model, workers=0)  # ids start at 0 again: the saved ones are taken
+    assert set(saved.column("id").to_pylist()) & set(parquet_rows(store).column("id").to_pylist())
+    undone = undo_store_moves(moved.log)
+    rows = parquet_rows(store)
+    ids, paths = rows.column("id").to_pylist(), rows.column("path").to_pylist()
+    assert undone.rows == saved.num_rows and len(set(ids)) == len(ids) == 25 and len(set(paths)) == 25
+    vectors = dict(zip(paths, rows.column("embedding").to_pylist()))
+    assert all(vectors[p] == v for p, v in zip(saved.column("path").to_pylist(), saved.column("embedding").to_pylist()))
+    assert open_store(store).manifest["next_id"] > max(ids)
+    assert verify_store(store).ok and as_sets(dedup_store(store, threshold=PLANTED_THRESHOLD).groups) == {frozenset(g) for g in truth}

@@ -262,23 +262,33 @@ def _restore_rows(store, saved) -> int:
     """Append the saved rows the store lacks, with their ids and vectors; returns how many.
 
     A row the store holds for one of their paths under another id (a file embedded there after
-    the move, since gone: undo never puts a file where one exists) is replaced.
+    the move, since gone: undo never puts a file where one exists) is replaced. A saved id the
+    store has given to another file since (a store embedded again from scratch) is replaced by
+    a new one, so ids stay unique.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     current = store.read_table(["id", "path"])
-    saved_ids = set(saved.column("id").to_pylist())
-    saved_paths = set(saved.column("path").to_pylist())
-    stale = [i for i, p in zip(current.column("id").to_pylist(), current.column("path").to_pylist()) if p in saved_paths and i not in saved_ids]
-    present = set(current.column("id").to_pylist())
+    path_of = dict(zip(current.column("id").to_pylist(), current.column("path").to_pylist()))
+    saved_ids, saved_paths = saved.column("id").to_pylist(), saved.column("path").to_pylist()
+    saved_id_of = dict(zip(saved_paths, saved_ids))
+    stale = [i for i, p in path_of.items() if p in saved_id_of and saved_id_of[p] != i]
     if stale:
         store.delete_ids(stale)
-    missing = saved.filter(pc.invert(pc.is_in(saved.column("id"), value_set=pa.array(sorted(present), pa.int64()))))
-    if missing.num_rows:
-        store.append(missing)
-        next_id = max(int(store.manifest.get("next_id", 0)), max(missing.column("id").to_pylist()) + 1)
-        store.write_manifest(next_id=next_id)
+        for i in stale:
+            del path_of[i]
+    wanted = [path_of.get(i) != p for i, p in zip(saved_ids, saved_paths)]
+    missing = saved.filter(pa.array(wanted, pa.bool_()))
+    if not missing.num_rows:
+        return 0
+    next_id = max([int(store.manifest.get("next_id", 0)), *(i + 1 for i in path_of), *(i + 1 for i in saved_ids)])
+    ids = []
+    for i in missing.column("id").to_pylist():
+        if i in path_of:  # taken by another file
+            i, next_id = next_id, next_id + 1
+        ids.append(i)
+    store.write_manifest(next_id=max(next_id, max(ids) + 1))  # first, as RowWriter does: an id is never handed out twice
+    store.append(missing.set_column(missing.schema.get_field_index("id"), "id", pa.array(ids, pa.int64())))
     return missing.num_rows
 
 
