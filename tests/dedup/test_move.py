@@ -122,7 +122,26 @@ def test_a_failure_mid_way_puts_the_moved_files_back(library, tmp_path, monkeypa
         real_move(source, destination)
 
     monkeypatch.setattr(_move, "_move_file", failing)
-    with pytest.raises(MoveError, match="put back"):
+    with pytest.raises(MoveError, match="put back") as caught:
+        move_duplicates(groups, [root], tmp_path / "aside", log_path=tmp_path / "log.json")
+    assert str(calls[2]) in str(caught.value)  # the file whose move failed
+    assert snapshot(root) == before
+    assert json.loads((tmp_path / "log.json").read_text())["state"] == "rolled back"
+
+
+def test_ctrl_c_mid_way_puts_the_moved_files_back(library, tmp_path, monkeypatch):
+    root, groups = library
+    before = snapshot(root)
+    real_move, calls = _move._move_file, []
+
+    def interrupted(source, destination):
+        calls.append(source)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_move(source, destination)
+
+    monkeypatch.setattr(_move, "_move_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
         move_duplicates(groups, [root], tmp_path / "aside", log_path=tmp_path / "log.json")
     assert snapshot(root) == before
     assert json.loads((tmp_path / "log.json").read_text())["state"] == "rolled back"

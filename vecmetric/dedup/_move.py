@@ -119,7 +119,7 @@ def move_duplicates(groups, roots: Iterable[str | os.PathLike], target: str | os
 
     Everything is checked before the first move (target outside every root and writable,
     every file present and under a root, no destination taken); a move that still fails
-    (disk full, say) puts the files already moved back, so nothing is left half moved.
+    (disk full, say) or a Ctrl-C puts the files already moved back, so nothing is left half moved.
 
     Args:
         groups: ``Group`` objects (members with ``keep`` False are moved).
@@ -158,12 +158,15 @@ def move_duplicates(groups, roots: Iterable[str | os.PathLike], target: str | os
         for step in plan:
             _move_file(Path(step["from"]), Path(step["to"]))
             done.append(step)
-    except OSError as exc:
-        for step in reversed(done):
-            _move_file(Path(step["to"]), Path(step["from"]))
+    except (OSError, KeyboardInterrupt) as exc:  # a full disk, or Ctrl-C: nothing is left half moved
+        failed = step
+        for back in reversed(done):
+            _move_file(Path(back["to"]), Path(back["from"]))
         doc["state"] = "rolled back"
         atomic_write_json(log, doc)
-        raise MoveError(f"moving {step['from']} failed: {exc.strerror or exc}", hint="the files already moved were put back") from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise MoveError(f"moving {failed['from']} failed: {exc.strerror or exc}", hint="the files already moved were put back") from None
     doc["state"] = "moved"
     atomic_write_json(log, doc)
     return MoveResult(log, [(s["from"], s["to"]) for s in plan])
