@@ -6,7 +6,8 @@
 Then the same rows as a store (a synthetic model description, written once to ``--work-dir``, its
 index the cached one saved into it as ``build_index`` saves, so it is current): the whole of
 ``vecmetric dedup --json`` is timed as a fresh process (imports, index load, rows read, search,
-groups, printing), and ``dedup_store`` in this process. ``--no-store`` leaves that out.
+groups, printing), and ``dedup_store`` in this process, in a section of its own. ``--no-store``
+leaves that out, ``--store-only`` does only that.
 
 The vectors: ``--n`` rows around 2,000 random centres (so that distinct rows have near
 neighbours, as photos of similar scenes do), of which ``--dup-share`` are near copies of
@@ -27,6 +28,7 @@ from pathlib import Path
 from _common import machine_info, machine_tag, print_table, report
 
 SECTION = "Dedup at scale"
+STORE_SECTION = "Dedup at scale, the whole command"
 
 
 def parse_args(argv=None):
@@ -37,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None, help="distance threshold (default: the default model's)")
     p.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "vecmetric-dedup-scale", help="index cache")
     p.add_argument("--no-store", action="store_true", help="time the search on arrays only, not the command on a store")
+    p.add_argument("--store-only", action="store_true", help="time only the command on a store (its own section of RESULTS.md)")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     return p.parse_args(argv)
 
@@ -147,22 +150,15 @@ def time_store(store, threshold: float) -> list:
     return [found.rows, store.dim, threshold, groups, len(found.groups), cli_seconds, cli_cpu, api_seconds, api_cpu, round(load, 2)]
 
 
-def main(argv=None) -> None:
+def time_arrays(args, threshold: float, vectors, hashes, planted, exact, index, build_seconds) -> list[str]:
+    """``near_pairs`` + ``build_groups`` on the arrays, and ``--auto``: the section's table and note."""
     import numpy as np
 
-    from vecmetric.dedup import DEFAULT_THRESHOLD, Rows, auto_threshold, build_groups, near_pairs
+    from vecmetric.dedup import Rows, auto_threshold, build_groups, near_pairs
     from vecmetric.index import pairwise_distances
 
-    args = parse_args(argv)
-    info = machine_info()
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    vectors, hashes, planted, exact = make_vectors(args.n, args.dim, args.dup_share)
     ids = np.arange(args.n, dtype=np.int64)
     d = np.array([pairwise_distances(vectors[a : a + 1], vectors[b : b + 1], "cosine")[0, 0] for a, b in planted[:2000]])
-    print(f"planted near copies: {len(planted)}, distance to source median {np.median(d):.3f}, max {d.max():.3f}", file=sys.stderr)
-    folder = args.work_dir / f"index-{args.n}x{args.dim}-{args.dup_share}"
-    index, build_seconds = load_or_build_index(folder, vectors, ids)
-    print(f"index: {index.count} vectors ({'built in %.0f s' % build_seconds if build_seconds else 'cached'})", file=sys.stderr)
     rows = Rows(ids, [f"/photos/{i:06d}.jpg" for i in range(args.n)], np.full(args.n, 1000), np.arange(args.n), hashes)
     load = os.getloadavg()[0]
     cpu_started = time.process_time()
@@ -173,10 +169,7 @@ def main(argv=None) -> None:
     total = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     found = set(zip(pairs.left.tolist(), pairs.right.tolist()))
-    in_group = {}
-    for g in groups:
-        for m in g.members:
-            in_group[m.id] = g.group
+    in_group = {m.id: g.group for g in groups for m in g.members}
     planted_inside = [p for p, dist in zip(planted, d) if dist <= threshold]
     direct = sum((min(a, b), max(a, b)) in found for a, b in planted_inside[:2000]) / max(1, len(planted_inside[:2000]))
     grouped = sum(in_group.get(a, -1) == in_group.get(b, -2) for a, b in planted + exact) / len(planted + exact)
@@ -200,22 +193,41 @@ def main(argv=None) -> None:
         f"{auto.details['separation']}x apart -> {auto.method} {auto.threshold:.3f}. 'CPU s': CPU time of all the "
         "process's threads; the machine is shared, so with a load average above 2 the wall time runs longer than CPU s / 2."
     )
-    blocks = [table, note]
+    return [table, note]
+
+
+def main(argv=None) -> None:
+    import numpy as np
+
+    from vecmetric.dedup import DEFAULT_THRESHOLD
+
+    args = parse_args(argv)
+    info = machine_info()
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    vectors, hashes, planted, exact = make_vectors(args.n, args.dim, args.dup_share)
+    print(f"planted copies: {len(planted)} near, {len(exact)} byte-identical", file=sys.stderr)
+    folder = args.work_dir / f"index-{args.n}x{args.dim}-{args.dup_share}"
+    index, build_seconds = load_or_build_index(folder, vectors, np.arange(args.n, dtype=np.int64))
+    print(f"index: {index.count} vectors ({'built in %.0f s' % build_seconds if build_seconds else 'cached'})", file=sys.stderr)
+    if not args.store_only:
+        blocks = time_arrays(args, threshold, vectors, hashes, planted, exact, index, build_seconds)
+        report(f"{SECTION} ({args.n:,} x {args.dim}, {machine_tag('cpu')})", blocks, info=info, write=not args.no_write)
     if not args.no_store:
+        del index  # the command loads its own copy
         store = store_around(args.work_dir / f"store-{args.n}x{args.dim}-{args.dup_share}", vectors, hashes, folder)
-        blocks.append(
-            print_table(
-                "the whole command on a store of these rows, index current",
-                ["rows", "dim", "threshold", "groups printed", "groups (API)", "`vecmetric dedup --json` s", "its CPU s", "`dedup_store` s", "its CPU s", "load"],
-                [time_store(store, threshold)],
-            )
+        table = print_table(
+            "the whole command on a store of these rows, index current",
+            ["rows", "dim", "threshold", "groups printed", "groups (API)", "`vecmetric dedup --json` s", "its CPU s", "`dedup_store` s", "its CPU s", "load"],
+            [time_store(store, threshold)],
         )
-        blocks.append(
-            "`vecmetric dedup --json` s: wall time of a fresh process (imports, index load, reading the rows and their "
-            "vectors from Parquet, the search, groups, printing). `dedup_store` s: the same in this process, imports done. "
-            "CPU s: CPU time of all their threads, which other work on the machine does not inflate as it does the wall time."
+        note = (
+            "The same rows as a store (a synthetic model description; its index the one above, saved into it as `build_index` "
+            "saves, so it is current). `vecmetric dedup --json` s: wall time of a fresh process (imports, index load, reading "
+            "the rows and their vectors from Parquet, the search, groups, printing). `dedup_store` s: the same in this process, "
+            "imports done. CPU s: CPU time of all their threads, which other work on the machine does not inflate as it does "
+            "the wall time: on two otherwise idle cores the wall time is a little over half of it."
         )
-    report(f"{SECTION} ({args.n:,} x {args.dim}, {machine_tag('cpu')})", blocks, info=info, write=not args.no_write)
+        report(f"{STORE_SECTION} ({args.n:,} x {args.dim}, {machine_tag('cpu')})", [table, note], info=info, write=not args.no_write)
 
 
 if __name__ == "__main__":
