@@ -107,7 +107,7 @@ def variant_forward(encoder, precision: str, channels_last: bool):
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model, device = encoder.model, encoder.device
-    mean, std = encoder._mean, encoder._std
+    mean, std = encoder.normalize.mean, encoder.normalize.std
 
     def run(batch):
         with torch.inference_mode():

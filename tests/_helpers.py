@@ -101,6 +101,7 @@ def fast_options(**overrides):
         workers=0,
         device="cpu",
         lr=1e-3,
+        export=False,  # a few seconds per run; tests of the export ask for it
     )
     values.update(overrides)
     return TrainOptions(**values)

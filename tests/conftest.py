@@ -29,6 +29,12 @@ OMNIGLOT = SHARED_DATA / "omniglot_small"
 from _helpers import OTHER_TINY_MODEL, TINY_MODEL  # noqa: E402  (tests/ is on sys.path: see _helpers)
 
 
+def pytest_sessionstart(session):
+    """One export cache for the whole session (under pytest's own temporary folder): every new store of a
+    model copies the export checked once, instead of exporting the model again in each test."""
+    os.environ["VECMETRIC_CACHE_DIR"] = str(session.config._tmp_path_factory.mktemp("export-cache"))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes over ~20 s on two CPU cores (still run by default)")
     try:

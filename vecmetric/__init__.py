@@ -16,7 +16,7 @@ _LAZY = {
     "embed_directory": "vecmetric.store",
     "open_store": "vecmetric.store",
     "build_index": "vecmetric.index",
-    "search_store": "vecmetric.index",
+    "search_store": "vecmetric.query",
     "exact_search": "vecmetric.index",
 }
 

@@ -14,6 +14,7 @@ __all__ = [
     "INTERRUPTED_EXIT_CODE",
     "VecmetricError",
     "reason",
+    "UsageError",
     "InputError",
     "EncoderError",
     "ExportError",
@@ -57,6 +58,12 @@ class VecmetricError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(VecmetricError):
+    """Options that cannot go together, found after the command line was parsed."""
+
+    exit_code = 2
 
 
 class InputError(VecmetricError):

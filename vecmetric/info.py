@@ -12,14 +12,15 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
     """A summary of a store and its index.
 
     Returns:
-        The store's path, rows, parts, model, dimension, metric, embed roots, dates and library
-        versions; ``index`` is None without an index, else its parameters, counts and ``status``
+        The store's path, rows, parts, model, dimension, metric, embed roots, the runtime and precision
+        that made its vectors, the state of its exported query model, dates and library versions; ``index`` is None without an index, else its parameters, counts and ``status``
         (``current``, ``stale``, ``foreign`` or ``damaged``, as ``index_status`` decides).
 
     Raises:
         StoreError: no store at ``path``, or an unreadable manifest.
     """
     from .index import IndexStatus, index_status
+    from .runtime import export_state, model_dir
     from .store import open_store
 
     store = open_store(path)
@@ -32,6 +33,8 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
         "dim": store.dim,
         "metric": store.metric,
         "roots": store.roots,
+        "runtime": store.manifest.get("runtime"),
+        "export": dict(zip(("state", "reason"), export_state(model_dir(store.path), store.model["fingerprint"]))),
         "skipped_last_run": len(store.read_errors()),
         "created_at": store.manifest.get("created_at"),
         "updated_at": store.manifest.get("updated_at"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fsutil import is_dead_temporary
-from .errors import IndexStateError, ManifestError, reason
+from .errors import ExportError, IndexStateError, ManifestError, reason
 from .store import LOCK_NAME, META_COLUMNS, StoreLock, open_store, rebuild_manifest, store_schema
 
 __all__ = ["Finding", "VerifyReport", "verify_store"]
@@ -99,6 +99,7 @@ def verify_store(path: str | os.PathLike, repair: bool = False, check_files: boo
         _check_manifest(store, report, repair, healthy)
         if all(f.repaired for f in report.findings if f.kind == "damaged-part"):
             _check_index(store, report, repair)
+        _check_export(store, report, repair)
     return report
 
 
@@ -251,3 +252,28 @@ def _check_index(store, report: VerifyReport, repair: bool) -> None:
         # verify holds the lock; a stale index is brought up to date, any other is rebuilt
         build_index(store, rebuild=status != IndexStatus.STALE.value, take_lock=False)
         finding.repaired = True
+
+
+def _check_export(store, report: VerifyReport, repair: bool) -> None:
+    """The store's exported query model: present, complete, of this store's model, every byte as recorded.
+
+    A model known not to export is no finding (searches use torch by design); any other state is
+    repaired by exporting the model again.
+    """
+    from .runtime import export_state, load_export, model_dir
+    from .store import export_store_model
+
+    folder, fingerprint = model_dir(store.path), store.model["fingerprint"]
+    state, why = export_state(folder, fingerprint)
+    if state == "ok":
+        try:
+            load_export(folder, fingerprint).prepare()  # every graph's sha256, as a search would check it
+            return
+        except ExportError as exc:
+            state, why = "damaged", exc.message
+    if state == "failed":
+        return
+    detail = {"missing": "the store has no exported query model, so searches load the model with torch"}.get(state, f"the exported query model is {state}: {why}")
+    finding = report.add("export", detail, True, [str(folder)])
+    if repair:
+        finding.repaired = export_store_model(store.path, take_lock=False).ok

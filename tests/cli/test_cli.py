@@ -56,7 +56,7 @@ def embedded(runner, image_folder, tmp_path, tiny_model):
 def test_embed_then_search_json(runner, embedded, image_folder):
     query = Path("images") / "class_01" / "img_002.png"  # relative to the cwd (tmp_path)
     assert not (embedded / "_index").exists()
-    result = invoke(runner, "search", query, "--store", embedded, "--k", "4", "--json")
+    result = invoke(runner, "search", query, "--store", embedded, "--k", "4", "--json", "--keep-query-images")
     hits = json_lines(result.stdout)
     assert len(hits) == 4
     for rank, hit in enumerate(hits, start=1):
@@ -73,6 +73,9 @@ def test_embed_then_search_json(runner, embedded, image_folder):
     # search built the index on the way: info says it is there and current.
     info = json.loads(invoke(runner, "info", "--store", embedded, "--json").stdout)
     assert info["index"]["count"] == 12 and info["index"]["current"] is True
+    # By default a stored query image is left out of its own results; the next three come first.
+    without = json_lines(invoke(runner, "search", query, "--store", embedded, "--k", "3", "--json").stdout)
+    assert [h["path"] for h in without] == [h["path"] for h in hits[1:]]
 
 
 def test_search_exact_agrees_with_the_index(runner, embedded, image_folder):
@@ -87,7 +90,7 @@ def test_search_exact_agrees_with_the_index(runner, embedded, image_folder):
 def test_k_larger_than_the_store(runner, embedded, image_folder):
     query = image_folder / "class_00" / "img_003.png"
     for extra in ([], ["--exact"]):
-        hits = json_lines(invoke(runner, "search", query, "--store", embedded, "--k", "50", "--json", *extra).stdout)
+        hits = json_lines(invoke(runner, "search", query, "--store", embedded, "--k", "50", "--json", "--keep-query-images", *extra).stdout)
         assert [h["rank"] for h in hits] == list(range(1, 13))
         assert len({h["id"] for h in hits}) == 12
 
@@ -95,14 +98,14 @@ def test_k_larger_than_the_store(runner, embedded, image_folder):
 def test_queries_from_stdin(runner, embedded, image_folder):
     queries = [image_folder / "class_00" / "img_001.png", image_folder / "class_02" / "img_003.png"]
     stdin = "".join(f"{q}\n" for q in queries) + "\n"
-    hits = json_lines(invoke(runner, "search", "-", "--store", embedded, "--k", "2", "--json", input=stdin).stdout)
+    hits = json_lines(invoke(runner, "search", "-", "--store", embedded, "--k", "2", "--json", "--keep-query-images", input=stdin).stdout)
     assert [(h["query"], h["rank"]) for h in hits] == [(str(queries[0]), 1), (str(queries[0]), 2), (str(queries[1]), 1), (str(queries[1]), 2)]
     assert hits[0]["path"] == str(queries[0].resolve()) and hits[2]["path"] == str(queries[1].resolve())
 
 
 def test_table_output(runner, embedded, image_folder):
     query = image_folder / "class_00" / "img_000.png"
-    out = invoke(runner, "search", query, "--store", embedded, "--k", "2").stdout
+    out = invoke(runner, "search", query, "--store", embedded, "--k", "2", "--keep-query-images").stdout
     assert "rank" in out and "distance" in out and "class_00" in out
     assert str(query.resolve()) in out.replace("\n", "")
     assert invoke(runner, "search", query, "--store", embedded, "--k", "2").stderr == ""  # index current: nothing on stderr
@@ -148,7 +151,7 @@ def test_store_from_environment_or_cwd(runner, image_folder, tmp_path, tiny_mode
     assert os.environ["VECMETRIC_STORE"] == str(env_store)
     invoke(runner, "embed", image_folder, "--model", tiny_model, "--workers", "0", "--quiet")
     assert (env_store / "_manifest.json").is_file()
-    assert json_lines(invoke(runner, "search", query, "--json", "--k", "1").stdout)[0]["path"] == str(query.resolve())
+    assert json_lines(invoke(runner, "search", query, "--json", "--k", "1", "--keep-query-images").stdout)[0]["path"] == str(query.resolve())
 
     monkeypatch.delenv("VECMETRIC_STORE")
     invoke(runner, "embed", image_folder, "--model", tiny_model, "--workers", "0", "--quiet")

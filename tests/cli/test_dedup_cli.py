@@ -135,9 +135,7 @@ def test_help_documents_every_option_with_its_default(runner):
         (["--threshold", "abc"], ["'abc' is not a number"]),
         (["--threshold", "-0.1"], ["negative"]),
         (["--threshold", "2.5"], ["above 2"]),
-        (["--threshold", "0.1", "--auto"], ["not both"]),
         (["--keep", "best"], ["unknown keep policy", "shortest-path"]),
-        (["--json", "--csv"], ["--json or --csv"]),
         (["--move-to", "{photos}/aside"], ["inside the embed root"]),
         (["--move-to", "{tmp}/a-file/aside"], ["cannot write to --move-to", "Not a directory", "nothing was moved"]),  # unwritable even for root
         (["--undo", "{tmp}/no-log.json"], ["cannot read the move log", "No such file"]),
@@ -151,6 +149,22 @@ def test_bad_input_is_one_error_line_and_nothing_moves(runner, planted_store, tm
     one_error_line(invoke(runner, "dedup", "--store", store, *args, code=3), 3, *needles)
     assert file_snapshot(photos) == before
     assert not (photos / "aside").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--threshold", "0.1", "--auto"], "--threshold and --auto cannot go together"),
+        (["--json", "--csv"], "--json and --csv cannot go together"),
+        (["--move-to", "{tmp}/aside", "--json"], "takes no --json or --csv"),
+        (["--undo", "{tmp}/log.json", "--threshold", "0.1"], "--undo takes no --threshold"),
+    ],
+)
+def test_options_that_cannot_go_together_are_one_usage_error_line(runner, planted_store, tmp_path, args, needle):
+    photos, store, _ = planted_store
+    before = file_snapshot(photos)
+    one_error_line(invoke(runner, "dedup", "--store", store, *[a.format(tmp=tmp_path) for a in args], code=2), 2, needle)
+    assert file_snapshot(photos) == before and not (store / "_index").exists() and not (tmp_path / "aside").exists()
 
 
 def test_an_inner_product_store_needs_a_threshold(runner, tmp_path, fake_encoder, write_rows):

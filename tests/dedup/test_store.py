@@ -16,7 +16,7 @@ import pytest
 from _helpers import PLANTED_THRESHOLD, fake_store, file_snapshot, parquet_rows, plant_duplicates
 
 from vecmetric.dedup import dedup_store, move_store_duplicates, read_move_log, undo_store_moves
-from vecmetric.errors import InputError, MoveError, StoreMismatchError
+from vecmetric.errors import InputError, MoveError, StoreMismatchError, UsageError
 from vecmetric.index import IndexStatus, build_index, index_status
 from vecmetric.store import StoreLock, embed_directory, open_store
 from vecmetric.verify import verify_store
@@ -226,9 +226,11 @@ def test_against_a_store_of_another_model_is_refused(tmp_path, fake_encoder, wri
 
 def test_bad_options_are_refused_before_the_index_is_built(library):
     _, store, _ = library
-    for kwargs in (dict(threshold="x"), dict(threshold=-1), dict(threshold=2.5), dict(threshold=0.1, auto=True), dict(keep="best")):
+    for kwargs in (dict(threshold="x"), dict(threshold=-1), dict(threshold=2.5), dict(keep="best")):
         with pytest.raises(InputError):
             dedup_store(store, **kwargs)
+    with pytest.raises(UsageError, match="cannot go together"):
+        dedup_store(store, threshold=0.1, auto=True)
     assert not (store / "_index").exists()
     assert os.path.isdir(store)
 

@@ -112,7 +112,8 @@ def nobody(tmp_path):
     home = tmp_path / "nobody-home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
-    user.env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "TORCH_HOME": str(home / "torch")}
+    cache = home / ".cache"
+    user.env = {"HOME": str(home), "XDG_CACHE_HOME": str(cache), "VECMETRIC_CACHE_DIR": str(cache / "vecmetric"), "TORCH_HOME": str(home / "torch")}
     yield user
     for path, mode in reversed(user.changed):
         path.chmod(mode)

@@ -10,7 +10,8 @@ import pytest
 from _reliability import assert_same_store, copy_store, embed_args, embed_in_process, make_gallery, one_error_line, rows_by_path
 
 from vecmetric.errors import IndexStateError, ManifestError, StoreError
-from vecmetric.index import build_index, search_store
+from vecmetric.index import build_index
+from vecmetric.query import search_store
 from vecmetric.store import open_store
 from vecmetric.verify import verify_store
 
@@ -39,7 +40,7 @@ def queries_of(gallery) -> list[str]:
 
 
 def assert_search_finds_each_image_itself(store: Path, gallery) -> None:
-    for hits in search_store(store, queries_of(gallery), k=1, device="cpu"):
+    for hits in search_store(store, queries_of(gallery), k=1, device="cpu", keep_query_images=True):
         assert hits[0].path == hits[0].query and hits[0].distance < 1e-4, hits[0]
 
 

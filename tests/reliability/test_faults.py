@@ -175,7 +175,7 @@ def test_read_only_store(cli, gallery, model32, tmp_path, nobody):
     query = sorted(gallery.images.rglob("*.png"))[0]
     before = sorted(p.name for p in store.rglob("*"))
 
-    found = cli.run("search", query, "--store", store, "--k", "1", "--json", user=nobody.uid, env=nobody.env)
+    found = cli.run("search", query, "--store", store, "--k", "1", "--json", "--keep-query-images", user=nobody.uid, env=nobody.env)
     assert found.code == 0, found.err
     assert json.loads(found.out.splitlines()[0])["path"] == str(query)
 
@@ -259,7 +259,7 @@ def test_names_with_spaces_newlines_and_bad_bytes(cli, model32, tmp_path):
     assert os.path.exists(bad_file) and os.path.exists(also_bad)
 
     # The odd names work as queries, and as results, through the CLI.
-    hits = cli.run("search", good[1], "--store", store, "--k", "1", "--json", "--exact")
+    hits = cli.run("search", good[1], "--store", store, "--k", "1", "--json", "--exact", "--keep-query-images")
     assert hits.code == 0, hits.err
     assert json.loads(hits.out.splitlines()[0])["path"] == str(good[1])
 

@@ -236,7 +236,7 @@ def test_corpus_through_embed_search_and_verify(cli, model32, tmp_path):
         assert query.code == 3, query.err
         lines = query.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"Error: cannot use {images / 'bad' / name}: "), query.err
-    ok = cli.run("search", images / "good" / "cmyk.jpg", "--store", store, "--k", "1", "--json")
+    ok = cli.run("search", images / "good" / "cmyk.jpg", "--store", store, "--k", "1", "--json", "--keep-query-images")
     assert ok.code == 0 and json.loads(ok.out.splitlines()[0])["path"] == str(images / "good" / "cmyk.jpg")
 
 

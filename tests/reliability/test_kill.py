@@ -81,7 +81,9 @@ def test_embed_killed_at_every_write_of_a_new_store(cli, gallery, model32, tmp_p
         shutil.rmtree(store)
 
     writes = kill_at_every_write(start, check, stage, f"embed kill points (new store, {stage})")
-    assert writes == 1 + 1 + 2 * 2 + 2  # first manifest, embed root, 2 x (manifest + part), errors, final manifest
+    # first manifest, embed root, the export copied from the cache (graph, export.json), the runtime,
+    # 2 x (manifest + part), errors, final manifest
+    assert writes == 1 + 1 + 2 + 1 + 2 * 2 + 2
     assert_same_store(runs[-1], gallery.reference)
 
 
@@ -125,10 +127,11 @@ def test_embed_killed_at_every_write_of_an_update(cli, model32, tmp_path, stage)
 def test_embed_killed_by_the_hook_in_a_real_python_m_process(run_python_m, gallery, model32, tmp_path):
     """The hook works in a fresh ``python -m vecmetric`` too (not only in forked children)."""
     store = tmp_path / "store"
-    proc = run_python_m(*embed_args(gallery.images, store, model32), env={**FLUSH, FAULT: "4:renamed"})
+    proc = run_python_m(*embed_args(gallery.images, store, model32), env={**FLUSH, FAULT: "7:renamed"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     tally("embed kill points (python -m, renamed)")
-    assert assert_readable(store) == 4  # manifest, manifest, part (4 rows), manifest: killed after the 4th
+    # manifest, root, export graph and export.json, runtime, manifest, then the first part (4 rows): killed after it
+    assert assert_readable(store) == 4
     embed_in_process(gallery.images, store, model32)
     assert_same_store(store, gallery.reference)
 
@@ -186,9 +189,10 @@ def test_ctrl_c_at_random_moments_exits_130_and_keeps_the_work(cli, big_gallery,
 
 
 def search_top1(store_path: Path, queries: list[Path], model: str) -> list[str]:
-    from vecmetric.index import search_store
+    from vecmetric.query import search_store
 
-    return [hits[0].path for hits in search_store(store_path, [str(q) for q in queries], k=1, device="cpu")]
+    found = search_store(store_path, [str(q) for q in queries], k=1, device="cpu", keep_query_images=True)
+    return [hits[0].path for hits in found]
 
 
 @pytest.mark.parametrize("stage", ["written", "renamed"])

@@ -27,6 +27,15 @@ def evil_pickle(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps(Payload(str(marker))))
 
 
+def outside_query(gallery, tmp_path: Path) -> Path:
+    """A copy of a stored image outside the store's folders, so that search must load the model to embed it
+    (a path the store holds is answered with its stored vector, without any model)."""
+    query = tmp_path / "outside-query.png"
+    if not query.exists():
+        shutil.copy(next(gallery.images.rglob("*.png")), query)
+    return query
+
+
 @pytest.fixture
 def checkpoint(model32, tmp_path) -> Path:
     folder = tmp_path / "checkpoint"
@@ -47,7 +56,11 @@ def test_pickle_in_checkpoint_is_refused_and_never_run(cli, gallery, checkpoint,
     assert allowed.code == 0, allowed.err
     assert not marker.exists()  # accepted, and still never unpickled
 
-    found = cli.run("search", next(gallery.images.rglob("*.png")), "--store", tmp_path / "store", "--k", "1")
+    # With the store's ONNX export, search never opens the checkpoint at all; without it, it must, and refuses.
+    found = cli.run("search", outside_query(gallery, tmp_path), "--store", tmp_path / "store", "--k", "1")
+    assert found.code == 0 and not marker.exists(), found.err
+    shutil.rmtree(tmp_path / "store" / "_model", ignore_errors=True)
+    found = cli.run("search", outside_query(gallery, tmp_path), "--store", tmp_path / "store", "--k", "1")
     one_error_line(found, 4, "contains pickle files")  # every command refuses it without the flag
     assert not marker.exists()
 
@@ -105,15 +118,16 @@ def test_store_manifest_pointing_at_a_pickle_checkpoint_is_not_run(cli, gallery,
     from _reliability import copy_store
 
     store = copy_store(gallery.reference, tmp_path / "store")
+    shutil.rmtree(store / "_model", ignore_errors=True)  # without an export, search loads the model the manifest names
     marker = tmp_path / "pwned"
     evil_pickle(checkpoint / "model.pt", marker)
     manifest = json.loads((store / "_manifest.json").read_text())
     manifest["model"]["spec"] = str(checkpoint)
     (store / "_manifest.json").write_text(json.dumps(manifest))
-    done = cli.run("search", next(gallery.images.rglob("*.png")), "--store", store)
+    done = cli.run("search", outside_query(gallery, tmp_path), "--store", store)
     one_error_line(done, 4, "contains pickle files")
     manifest["model"]["spec"] = "__import__('os').system('touch " + str(marker) + "')"
     (store / "_manifest.json").write_text(json.dumps(manifest))
-    done = cli.run("search", next(gallery.images.rglob("*.png")), "--store", store)
+    done = cli.run("search", outside_query(gallery, tmp_path), "--store", store)
     assert done.code == 4 and "Traceback" not in done.err, done.err
     assert not marker.exists()

@@ -38,7 +38,7 @@ def test_run_folder_holds_everything_and_is_a_model_spec(trained_run):
     import json
 
     config = json.loads((run / "config.json").read_text())
-    assert config["training"]["args"]["miner"] == "semihard"
+    assert (config["training"]["args"]["loss"], config["training"]["args"]["miner"]) == ("multi-similarity", "multi-similarity")
     assert config["training"]["data"]["val_classes"] == ["class_04", "class_05"]
     assert config["training"]["epoch"] == result.best_epoch
 
@@ -94,13 +94,13 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     data = make_class_folders(tmp_path / "data")
-    options = fast_options(epochs=2, embedding_dim=8, miner="batch-hard")
+    options = fast_options(epochs=2, embedding_dim=8, loss="triplet", miner="batch-hard")
     straight = train(data, tmp_path / "straight", options, RecordingReporter())
 
     with pytest.raises(KeyboardInterrupt):
         train(data, tmp_path / "resumed", options, RecordingReporter(interrupt_after=1))
     assert not (tmp_path / "resumed" / "curves.png").exists()
-    resumed = train(data, tmp_path / "resumed", fast_options(epochs=2, embedding_dim=8, miner="batch-hard", resume=True), RecordingReporter())
+    resumed = train(data, tmp_path / "resumed", fast_options(epochs=2, embedding_dim=8, loss="triplet", miner="batch-hard", resume=True), RecordingReporter())
     assert resumed.resumed_from_epoch == 1
 
     for name in ("last/model.safetensors", "last/optimizer.safetensors", "model.safetensors"):
@@ -201,3 +201,19 @@ def test_freeze_bn_keeps_batchnorm_statistics_and_train_bn_updates_them(tmp_path
     stats = [k for k in initial if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(saved[k], initial[k]) for k in stats) == freeze_bn
     assert not torch.equal(saved["backbone.conv_stem.weight"], initial["backbone.conv_stem.weight"])
+
+
+def test_the_run_folder_carries_an_onnx_export_of_its_best_model(tmp_path):
+    from vecmetric.runtime import export_state, load_export, model_dir
+
+    data = make_class_folders(tmp_path / "data")
+    reporter = RecordingReporter()
+    train(data, tmp_path / "run", fast_options(epochs=1, embedding_dim=16, export=True), reporter)
+    torch_model = load_encoder(str(tmp_path / "run"), device="cpu", precision="fp32")
+    assert export_state(model_dir(tmp_path / "run"), torch_model.fingerprint)[0] == "ok"
+    assert any("exported the best model to ONNX" in line for line in reporter.logs)
+    onnx_model = load_export(model_dir(tmp_path / "run"), torch_model.fingerprint)
+    paths = sorted(str(p) for p in data.rglob("*.png"))[:6]
+    a, b = onnx_model.embed_paths(paths), torch_model.embed_paths(paths)
+    cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosines.min() >= 0.9999 and onnx_model.dim == 16

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ._common import JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path, warn
 from ._progress import RichReporter
 
@@ -67,13 +67,13 @@ def _print_csv(groups) -> None:
 def _check_combinations(undo, json_out, csv_out, move_to, **others) -> None:
     """Refuse options that cannot go together, in one line."""
     if json_out and csv_out:
-        raise InputError("choose --json or --csv, not both")
+        raise UsageError("--json and --csv cannot go together: each prints the groups its own way")
     if undo is not None:
         given = [f"--{name.replace('_', '-')}" for name, value in {"json": json_out, "csv": csv_out, "move_to": move_to, **others}.items() if value]
         if given:
-            raise InputError(f"--undo takes no {', '.join(given)}", hint="it puts back what the log records")
+            raise UsageError(f"--undo takes no {', '.join(given)}", hint="it puts back what the log records")
     elif move_to is not None and (json_out or csv_out):
-        raise InputError("--move-to prints the move log's path on stdout, so it takes no --json or --csv", hint="run without --move-to first to list the groups")
+        raise UsageError("--move-to prints the move log's path on stdout, so it takes no --json or --csv", hint="run without --move-to first to list the groups")
 
 
 def _undo(log: Path, store: Path | None) -> None:

@@ -26,6 +26,10 @@ def info_command(store: Path = StoreOption, json_out: bool = JsonOption) -> None
     for key in ("store", "rows", "parts", "model", "fingerprint", "dim", "metric", "skipped_last_run", "created_at", "updated_at"):
         table.add_row(key, str(info[key]))
     table.add_row("roots", "\n".join(info["roots"]) or "not recorded (made before vecmetric recorded them)")
+    runtime = info["runtime"]
+    table.add_row("vectors by", f"{runtime['name']} {runtime['precision']}" if runtime else "not recorded (made before vecmetric recorded it)")
+    export = info["export"]
+    table.add_row("query model", "ONNX export (searches run without torch)" if export["state"] == "ok" else f"{export['state']}: {export['reason']}")
     idx = info["index"]
     if idx is None:
         table.add_row("index", "none (built on first search, or run 'vecmetric index')")

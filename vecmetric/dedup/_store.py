@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MoveError, StoreMismatchError
+from ..errors import InputError, MoveError, StoreMismatchError, UsageError
 from ..progress import Reporter
 from ._find import DedupResult, find_duplicates, find_leaks
 from ._groups import Rows, keeper_key
@@ -63,7 +63,7 @@ def _check_options(store, threshold, auto: bool | None, keep: str) -> str:
     """Refuse bad options before any index is built; returns the metric the threshold will be in."""
     keeper_key(keep)
     if auto and threshold is not None:
-        raise InputError("give --threshold or --auto, not both")
+        raise UsageError("--threshold and --auto cannot go together", hint="give one: a threshold, or --auto to choose it")
     metric = _planned_metric(store)
     if threshold is not None:
         check_threshold(threshold, metric)
@@ -132,8 +132,9 @@ def dedup_store(store, threshold=None, auto: bool | None = None, keep: str = "ol
         chosen and the store's snapshot (for ``move_store_duplicates``).
 
     Raises:
-        InputError: a bad threshold or keep policy, ``--threshold`` with ``--auto``, an
-            inner-product store without a threshold, ``against`` naming the store itself.
+        InputError: a bad threshold or keep policy, an inner-product store without a
+            threshold, ``against`` naming the store itself.
+        UsageError: ``threshold`` and ``auto`` both given.
         StoreMismatchError: ``against`` holds another model's vectors or another metric's index.
         StoreError, IndexStateError, StoreLockedError: as ``load_current_index`` raises them.
     """

@@ -179,20 +179,30 @@ def _text_model(encoder):
 
 
 def _benchmark(encoder, runtime, images, threads: int) -> dict[str, Any]:
-    """onnxruntime against the encoder's own torch path (its device and precision), same threads."""
+    """onnxruntime against the fastest torch path on the encoder's device (``auto`` precision: bf16 where
+    the hardware has it), same threads: what ``embed`` would otherwise run."""
     import numpy as np
+    import torch
 
+    from ._device import resolve_precision
     from ._export_check import BENCHMARK_BATCH, throughput
+    from ._inference import inference_autocast
+
+    precision = resolve_precision(encoder.device, "auto")
+
+    def torch_embed(batch):
+        with torch.inference_mode(), inference_autocast(encoder.device, precision):
+            return encoder.model(encoder.normalize(batch)).float().cpu().numpy()
 
     batch = np.resize(images, (BENCHMARK_BATCH, *images.shape[1:]))
-    rates = throughput(runtime.embed_tensors, encoder.embed_tensors, batch)
+    rates = throughput(runtime.embed_tensors, torch_embed, batch)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "batch": BENCHMARK_BATCH,
         "threads": threads,
         **rates,
         "torch_device": str(encoder.device),
-        "torch_precision": encoder.precision,
+        "torch_precision": precision,
         "load_average": load,
     }
 
@@ -221,3 +231,26 @@ def _versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[dist] = None
     return found
+
+
+def shared_export(encoder, reporter=None):
+    """The usable export of ``encoder`` for commands that have no store: from its run folder's ``_model/``
+    when it is a training run, else from the per-user cache, exported there first when missing.
+
+    Returns:
+        An ``OnnxEncoder``, or None when the model cannot be exported (recorded, so not tried again).
+    """
+    from ..runtime import export_state, load_export, model_dir
+
+    fingerprint = encoder.fingerprint
+    candidates = [model_dir(encoder.spec)] if Path(encoder.spec).is_dir() else []
+    for folder in [*candidates, export_dir(fingerprint)]:
+        state, _ = export_state(folder, fingerprint)
+        if state == "ok":
+            return load_export(folder, fingerprint)
+        if state == "failed":
+            return None
+    if reporter is not None:
+        reporter.log(f"exporting the model to ONNX once, into {export_dir(fingerprint)}")
+    info = export_encoder(encoder, export_dir(fingerprint))
+    return load_export(info.folder, fingerprint) if info.ok else None

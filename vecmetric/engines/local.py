@@ -115,15 +115,16 @@ def device_decoder(encoder, decode: str):
     """
     if decode not in DECODE_CHOICES:
         raise InputError(f"--decode must be auto, cpu or device, not {decode!r}")
-    if decode == "cpu" or (decode == "auto" and encoder.device.type != "cuda"):
+    device = getattr(encoder, "device", None)
+    if decode == "cpu" or (decode == "auto" and (device is None or device.type != "cuda")):
         return None
-    if not device_decode_available(encoder.device):
+    if device is None or not device_decode_available(device):
         if decode == "device":
             raise InputError(
-                f"torchvision cannot decode JPEGs on {encoder.device} here", hint="use --decode cpu (or auto, which falls back by itself)"
+                f"torchvision cannot decode JPEGs on {device or 'the CPU'} here", hint="use --decode cpu (or auto, which falls back by itself)"
             )
         return None
-    return DeviceJpegDecoder(encoder.device, encoder.preprocess)
+    return DeviceJpegDecoder(device, encoder.preprocess)
 
 
 def local_outcomes(
@@ -155,8 +156,9 @@ def local_outcomes(
     from .._background import read_ahead
 
     reporter = reporter_or_default(reporter)
+    device = getattr(encoder, "device", None)  # onnxruntime runs on the CPU and has none
     decoder = device_decoder(encoder, decode)
-    n_workers = loader_workers(encoder.device, device_decode=decoder is not None) if workers is None else workers
+    n_workers = loader_workers(device, device_decode=decoder is not None) if workers is None else workers
     loader = torch.utils.data.DataLoader(
         _DecodeDataset(files, encoder.preprocess, known_hashes, device_jpeg=decoder is not None),
         batch_size=batch_size,
@@ -166,11 +168,11 @@ def local_outcomes(
         prefetch_factor=4 if n_workers else None,
         persistent_workers=False,
         # Pinning helps the pixel batches of CPU decoding; JPEG bytes go to nvJPEG from any memory.
-        pin_memory=encoder.device.type == "cuda" and decoder is None,
+        pin_memory=device is not None and device.type == "cuda" and decoder is None,
         # A worker that cannot hand a batch over (e.g. /dev/shm full) would otherwise leave this process waiting forever.
         timeout=WORKER_TIMEOUT if n_workers else 0,
     )
-    batches = (assemble_batch(*item, decoder, encoder.device) for item in _batches(loader))
+    batches = (assemble_batch(*item, decoder, device) for item in _batches(loader))
     if decoder is not None:
         batches = read_ahead(batches, depth=3, name="vecmetric-device-decode")
     for meta, batch in batches:

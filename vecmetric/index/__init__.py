@@ -3,7 +3,6 @@
 from ._build import IndexResult, build_index, load_current_index
 from ._exact import exact_search, pairwise_distances, recall_at_k
 from ._hnsw import HnswIndex, IndexParams
-from ._search import SearchHit, search_store
 from ._status import SIDECAR_NAME, IndexState, IndexStatus, index_status
 
 __all__ = [
@@ -13,12 +12,19 @@ __all__ = [
     "IndexState",
     "IndexStatus",
     "SIDECAR_NAME",
-    "SearchHit",
     "build_index",
     "exact_search",
     "index_status",
     "load_current_index",
     "pairwise_distances",
     "recall_at_k",
-    "search_store",
 ]
+
+
+def __getattr__(name: str):
+    # search_store and SearchHit moved to vecmetric.query, which imports this package: resolved lazily.
+    if name in ("search_store", "SearchHit"):
+        from .. import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -118,8 +118,18 @@ class HnswIndex:
             self.index.mark_deleted(int(label))
         self.ids = np.setdiff1d(self.ids, np.asarray(list(labels), dtype=np.int64))
 
-    def query(self, vectors, k: int, ef: int | None = None, threads: int = -1):
-        """``(labels, distances)`` of the ``k`` nearest live vectors to each query."""
+    def query(self, vectors, k: int, ef: int | None = None, threads: int = -1, filter=None):
+        """``(labels, distances)`` of the ``k`` nearest live vectors to each query.
+
+        Args:
+            vectors: float32 (Q, dim) queries.
+            k: neighbours per query (clipped to the live count; with ``filter``, at most the number of
+                labels it allows, or hnswlib cannot fill the rows).
+            ef: search breadth (default the sidecar's); widened when too few neighbours come back.
+            threads: hnswlib threads (-1: all cores); one with ``filter``, which calls back into Python.
+            filter: ``label -> bool``: only labels it allows are returned (hnswlib searches on past the
+                others, so the results are the nearest allowed ones, not the allowed among the nearest).
+        """
         import numpy as np
 
         k = min(k, self.count)
@@ -127,15 +137,41 @@ class HnswIndex:
             empty = np.zeros((len(vectors), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         ef = max(ef or int(self.sidecar.get("ef", 64)), k)
+        if filter is not None:
+            threads = 1  # each call of filter takes the GIL: more threads only wait for it
         while True:
             self.index.set_ef(ef)
             try:
-                return self.index.knn_query(np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=threads)
+                return self.index.knn_query(np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=threads, filter=filter)
             except RuntimeError:
                 # Too few live neighbours reachable at this ef (many deletions): widen the search.
                 if ef >= self.index.get_current_count():
                     raise IndexStateError("the index cannot return enough neighbours", hint="run 'vecmetric index --rebuild'") from None
                 ef *= 2
+
+    def vectors(self, labels):
+        """The stored vectors of ``labels`` (float32 (N, dim); under cosine, hnswlib keeps them unit length).
+
+        Raises:
+            KeyError: a label is not in the index.
+        """
+        import numpy as np
+
+        labels = [int(x) for x in labels]
+        if not labels:
+            return np.zeros((0, int(self.sidecar["dim"])), dtype=np.float32)
+        try:
+            return np.asarray(self.index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        except RuntimeError:
+            missing = [x for x in labels if not self.has(x)]
+            raise KeyError(missing[0] if missing else labels[0]) from None
+
+    def has(self, label: int) -> bool:
+        """Whether ``label`` is a live vector of the index."""
+        import numpy as np
+
+        at = int(np.searchsorted(self.ids, label))
+        return at < len(self.ids) and int(self.ids[at]) == int(label)
 
     def save(self, **sidecar_updates: Any) -> None:
         """Write new files under a fresh generation, commit by replacing the sidecar, then tidy."""

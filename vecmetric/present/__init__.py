@@ -1,4 +1,4 @@
-"""What people look at: paths and JSON lines, HTML and PNG contact sheets, terminal previews, thumbnails.
+"""What people look at: the results table, paths and JSON lines, HTML and PNG contact sheets, terminal previews, thumbnails.
 
 Nothing here imports torch; Pillow is imported only by the functions that draw or decode.
 """
@@ -6,7 +6,8 @@ Nothing here imports torch; Pillow is imported only by the functions that draw o
 from .guard import DecodeGuard
 from .lines import HIT_FIELDS, hit_record, json_lines, path_lines
 from .png_sheet import PngSheetLayout, write_png_sheet
-from .sheets import Sheet, SheetItem, SheetRow, dedup_sheet, file_uri, render_html_sheet, search_sheet, write_html_sheet
+from .sheets import Sheet, SheetItem, SheetRow, dedup_sheet, file_uri, render_html_sheet, results_sheet, search_sheet, write_html_sheet
+from .table import hits_table, preview_lines
 from .terminal import detect_protocol, inline_image, iterm2_sequence, kitty_sequence, preview_line, preview_unavailable
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
 
@@ -23,6 +24,7 @@ __all__ = [
     "encode_thumbnail",
     "file_uri",
     "hit_record",
+    "hits_table",
     "inline_image",
     "iterm2_sequence",
     "json_lines",
@@ -30,8 +32,10 @@ __all__ = [
     "make_thumbnail",
     "path_lines",
     "preview_line",
+    "preview_lines",
     "preview_unavailable",
     "render_html_sheet",
+    "results_sheet",
     "search_sheet",
     "thumbnail_bytes",
     "write_html_sheet",

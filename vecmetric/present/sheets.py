@@ -63,7 +63,7 @@ def file_uri(path: str | os.PathLike) -> str:
 
 def hit_caption(hit: Any) -> list[str]:
     """The caption lines of one search result: ``#rank  distance`` and the label."""
-    return [f"#{hit.rank}  {float(hit.distance):.4f}", str(hit.label)]
+    return [f"#{hit.rank}  {float(hit.distance):.4f}", "" if hit.label is None else str(hit.label)]
 
 
 def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, text: bool = False, title: str = "vecmetric search") -> Sheet:
@@ -95,6 +95,36 @@ def dedup_sheet(groups: Sequence[Any], *, title: str = "vecmetric dedup") -> She
     for g in groups:
         items = [SheetItem(m.path, [f"{'keep' if m.keep else 'move'}  {float(m.distance):.4f}", os.path.basename(m.path)], marked=bool(m.keep) and i == 0) for i, m in enumerate(g.members)]
         rows.append(SheetRow(f"group {g.group}: {g.kind}, {len(g.members)} files", [], items))
+    return Sheet(title, rows)
+
+
+def _term_caption(term: Any, alone: bool) -> list[str]:
+    weight = float(term.weight)
+    lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}x"]
+    if getattr(term, "row_id", None) is not None and not getattr(term, "embedded", True):
+        lines.append(f"stored @{term.row_id}")
+    return lines
+
+
+def results_sheet(results: Sequence[Any], *, title: str = "vecmetric search") -> Sheet:
+    """A sheet with one row per query result: a cell per query term (its image, or its text), then the hits.
+
+    Args:
+        results: ``QueryResult``s: each has ``source`` (the query as given), ``terms`` (with ``weight`` and
+            ``path`` or ``text``, and ``row_id``/``embedded`` for stored images) and is a sequence of hits.
+        title: the sheet's title.
+    """
+    rows = []
+    for result in results:
+        terms = list(result.terms)
+        alone = len(terms) == 1 and float(terms[0].weight) == 1.0
+        cells = []
+        for term in terms:
+            if term.path is None:
+                cells.append(SheetItem(None, [*_term_caption(term, alone), f"text: {term.text}"], link=""))
+            else:
+                cells.append(SheetItem(term.path, _term_caption(term, alone)))
+        rows.append(SheetRow(result.source, cells, [SheetItem(hit.path, hit_caption(hit)) for hit in result]))
     return Sheet(title, rows)
 
 

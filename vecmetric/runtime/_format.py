@@ -169,3 +169,30 @@ def check_sizes(info: ExportInfo) -> None:
                 f"{path} is damaged: {size} bytes where {EXPORT_FILE} records {entry.get('size')}",
                 hint="delete the folder and export again",
             )
+
+
+def copy_export(source: str | os.PathLike, target: str | os.PathLike) -> ExportInfo:
+    """Copy a usable export to another folder (a store from the per-user cache, or back), checking every byte.
+
+    ``export.json`` is removed from ``target`` first and written last, so a copy cut short is never taken
+    for a complete one.
+
+    Returns:
+        The copy's ``ExportInfo``.
+
+    Raises:
+        ExportError: the source is not a usable export, or a file of it is damaged.
+        OSError: ``target`` cannot be written.
+    """
+    from .._fsutil import atomic_write_bytes
+
+    info = read_export_info(source)
+    if not info.ok:
+        raise ExportError(f"the export in {source} failed: {info.reason}")
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / EXPORT_FILE).unlink(missing_ok=True)
+    for entry in [*info.towers.values(), *([info.tokenizer] if info.tokenizer else [])]:
+        atomic_write_bytes(_entry_path(target, entry), read_verified(info.folder, entry))
+    atomic_write_bytes(target / EXPORT_FILE, (Path(source) / EXPORT_FILE).read_bytes())
+    return read_export_info(target)

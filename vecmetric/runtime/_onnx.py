@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._system import usable_cpus
+from ..distances import geometry_of
 from ..encoders._config import PreprocessConfig
 from ..errors import ExportError, reason
 from ._format import IMAGE_TOWER, TEXT_TOWER, ExportInfo, check_sizes, read_export_info, read_verified
@@ -183,6 +184,7 @@ class OnnxEncoder:
             "metric": self.metric,
             "architecture": dict(self.info.architecture or {}),
             "preprocess": self.preprocess.to_dict(),
+            "geometry": geometry_of(self.info.architecture).to_dict(),
         }
 
     def __repr__(self) -> str:

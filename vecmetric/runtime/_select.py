@@ -42,8 +42,11 @@ def export_state(folder: str | os.PathLike, fingerprint: str) -> tuple[str, str]
     found when its session is created, where the sha256 is checked.
     """
     folder = Path(folder)
-    if not (folder / EXPORT_FILE).is_file():
-        return "missing", f"no exported model in {folder}"
+    try:
+        if not (folder / EXPORT_FILE).is_file():
+            return "missing", f"no exported model in {folder}"
+    except OSError as exc:  # a folder this user may not enter (another user's cache)
+        return "damaged", f"cannot read {folder}: {exc.strerror or exc}"
     try:
         info = read_export_info(folder)
     except ExportError as exc:

@@ -20,6 +20,7 @@ from ._labels import root_of
 from ._lock import StoreLock
 from ._manifest import create_store, open_store, prepare_store_folder
 from ._plan import EmbedPlan, plan_embed
+from ._runtime import ensure_export, load_embed_model, settle_runtime
 from ._scan import FileEntry, scan_folder
 from ._store import MANIFEST_NAME, Store
 from ._writer import RowWriter
@@ -40,6 +41,7 @@ class EmbedResult:
     removed: int = 0
     relabelled: int = 0
     ignored: int = 0
+    runtime: str = ""
     skipped: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
     seconds: float = 0.0
@@ -53,15 +55,6 @@ class EmbedResult:
         out["skipped"] = len(self.skipped)
         out["images_per_second"] = round(self.images_per_second, 2)
         return out
-
-
-def _load_model(store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool):
-    """The encoder to embed with: ``model``, else the existing store's own, else the default."""
-    from ..encoders import load_encoder
-
-    if model is None and (store_path / MANIFEST_NAME).exists():
-        model = open_store(store_path).model["spec"]
-    return load_encoder(model, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
 
 
 def _open_or_create(store_path: Path, encoder) -> Store:
@@ -166,20 +159,23 @@ def embed_directory(
     if not scan.files:
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
-    encoder = _load_model(store_path, model, device, precision, allow_pickle_files)
-    result = EmbedResult(store=str(store_path.resolve()), model=encoder.spec, found=len(scan.files), ignored=scan.ignored)
+    embed_model = load_embed_model(store_path, model, device, precision, allow_pickle_files, decode)
+    result = EmbedResult(store=str(store_path.resolve()), model=embed_model.encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
     engine_options = {"batch_size": batch_size, "workers": workers, "decode": decode, "flush_rows": flush_rows}
 
     prepare_store_folder(store_path)
     # The store is created under its lock: two runs racing to create it cannot both write a manifest.
     with StoreLock(store_path, "embed"):
-        store_obj = _open_or_create(store_path, encoder)
+        store_obj = _open_or_create(store_path, embed_model.encoder)
         remove_dead_temporaries(store_path)  # half-written files of a killed run
         store_obj.add_root(str(root))
         plan = plan_embed(store_obj, scan.files, root)
         result.unchanged = plan.unchanged
-        next_id = _run_plan(store_obj, encoder, plan, result, engine_options, reporter)
+        export = ensure_export(store_obj, embed_model, [entry.path for entry in plan.todo or scan.files], reporter)
+        embed_model = settle_runtime(store_obj, embed_model, export)
+        result.runtime = f"{embed_model.runtime['name']} {embed_model.runtime['precision']}"
+        next_id = _run_plan(store_obj, embed_model.encoder, plan, result, engine_options, reporter)
         result.rows = store_obj.count()
         store_obj.write_errors(result.skipped)
         store_obj.write_manifest(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import time
 from pathlib import Path
 
-from .._fsutil import pid_alive
+from .._fsutil import pid_alive, temp_path_for
 from ..errors import StoreError, StoreLockedError
 
 LOCK_NAME = "_lock"
@@ -53,18 +54,41 @@ class StoreLock:
         )
 
     def _try_create(self) -> bool:
-        """Create the lock file; False if it exists already."""
+        """Create the lock file, with its owner already inside; False if it exists already.
+
+        The owner is written to a temporary file that is then hard-linked to the lock's name (atomic,
+        and it fails when the name exists), so no process ever sees an empty lock file, however long
+        its owner is paused. Where the file system has no hard links, an exclusive create does.
+        """
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.time()})
+        tmp = temp_path_for(self.path)
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+            tmp.write_text(owner)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                return self._create_exclusive(owner)
         except OSError as exc:
             raise StoreError(
                 f"cannot write to store {self.path.parent}: {exc.strerror or exc}",
                 hint="the store is read-only or missing: search works while its index is current; to change it, fix permissions",
             ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._held = True
+        return True
+
+    def _create_exclusive(self, owner: str) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
         with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose, "since": time.time()}, fh)
+            fh.write(owner)
         self._held = True
         return True
 

@@ -1,0 +1,143 @@
+"""``LiveIndex``: a store's index as a reader sees it, while writers keep working.
+
+The index answers for the rows it was built from; since then ``embed`` may have added Parquet parts
+(new rows) and rewritten or removed parts (deleted rows). A ``LiveIndex`` never takes the store's
+lock and never reads a half-written index (the sidecar is the commit point and only names complete
+files): each ``refresh`` picks up the newest committed generation, the rows that landed since (read
+from their Parquet parts, once per part) and the rows deleted since (hidden in its own in-memory copy
+of the index). ``query`` merges the index's answer with an exact search over the new rows, so every
+answer reflects the store as it is on disk at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import IndexStateError, StoreError
+from ..store import embeddings_to_numpy, open_store
+from ._exact import exact_search
+from ._hnsw import HnswIndex
+from ._status import SIDECAR_NAME
+
+__all__ = ["LiveIndex"]
+
+_RETRIES = 5  # a writer may replace a part or a generation between our listing and our read
+
+
+@dataclass
+class _Part:
+    """One Parquet part as last read: its ids, and its vectors when its rows may be missing from the index."""
+
+    key: tuple[str, int, int]
+    ids: Any
+    vectors: Any | None
+
+
+class LiveIndex:
+    """The index of the store at ``path`` merged with the rows added and deleted since it was built.
+
+    Args:
+        path: the store folder.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.store = open_store(path)
+        self.index: HnswIndex | None = None
+        self._generation: str | None = None
+        self._parts: dict[str, _Part] = {}
+        self.tail_ids = None
+        self.tail_vectors = None
+        self.deleted = 0
+
+    @property
+    def metric(self) -> str:
+        return self.index.metric if self.index is not None else self.store.metric
+
+    @property
+    def count(self) -> int:
+        """Rows a query can find: the index's live rows plus the new ones."""
+        return (self.index.count if self.index is not None else 0) + (0 if self.tail_ids is None else len(self.tail_ids))
+
+    def refresh(self) -> "LiveIndex":
+        """Bring the view up to date with the files on disk (cheap when nothing changed)."""
+        for _ in range(_RETRIES):
+            try:
+                self._refresh_once()
+                return self
+            except (FileNotFoundError, StoreError, IndexStateError):
+                continue  # a part or an index generation was replaced under us: look again
+        raise IndexStateError(f"the store {self.path} kept changing while it was read", hint="try again")
+
+    def _refresh_once(self) -> None:
+        import numpy as np
+
+        self.store = open_store(self.path)
+        self._load_generation()
+        snapshot = {name: (size, mtime) for name, size, mtime in (self.index.sidecar.get("store_snapshot") or [])} if self.index else {}
+        live = self.store.snapshot()
+        for name, size, mtime in live:
+            key = (name, size, mtime)
+            cached = self._parts.get(name)
+            if cached is None or cached.key != key:
+                indexed = snapshot.get(name) is not None  # a part the index was built from (maybe rewritten since)
+                self._parts[name] = self._read_part(key, vectors=not indexed)
+        for name in set(self._parts) - {name for name, _, _ in live}:
+            del self._parts[name]
+        parts = list(self._parts.values())
+        store_ids = np.concatenate([p.ids for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+        indexed_ids = self.index.ids if self.index is not None else np.zeros(0, dtype=np.int64)
+        gone = np.setdiff1d(indexed_ids, store_ids, assume_unique=True)
+        if len(gone):
+            self.index.mark_deleted(gone)  # our in-memory copy only; the file is the writer's
+        self.deleted = int(len(gone))
+        tails = [(p.ids, p.vectors) for p in parts if p.vectors is not None]
+        ids = np.concatenate([t[0] for t in tails]) if tails else np.zeros(0, dtype=np.int64)
+        vectors = np.concatenate([t[1] for t in tails]) if tails else np.zeros((0, self.store.dim), dtype=np.float32)
+        keep = ~np.isin(ids, indexed_ids)
+        self.tail_ids, self.tail_vectors = ids[keep], vectors[keep]
+
+    def _load_generation(self) -> None:
+        from .._fsutil import read_json
+
+        sidecar_path = self.store.index_dir / SIDECAR_NAME
+        if not sidecar_path.is_file():
+            self.index, self._generation = None, None
+            return
+        generation = read_json(sidecar_path).get("generation")
+        if generation != self._generation or self.index is None:
+            self.index = HnswIndex.load(self.store.index_dir)
+            self._generation = self.index.sidecar.get("generation")
+            self._parts.clear()  # which parts count as indexed depends on the generation's snapshot
+
+    def _read_part(self, key: tuple[str, int, int], vectors: bool) -> _Part:
+        import pyarrow.parquet as pq
+
+        part = self.store.path / key[0]
+        try:
+            table = pq.read_table(part, columns=["id", "embedding"] if vectors else ["id"])
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read {part}: {exc}") from None
+        ids = table.column("id").to_numpy()
+        return _Part(key, ids, embeddings_to_numpy(table.column("embedding")) if vectors else None)
+
+    def query(self, vectors, k: int, ef: int | None = None):
+        """``(labels, distances)``, each (Q, k'), nearest first: the index's live rows and the new rows, merged exactly."""
+        import numpy as np
+
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        parts = []
+        if self.index is not None and self.index.count:
+            parts.append(self.index.query(vectors, k, ef=ef))
+        if self.tail_ids is not None and len(self.tail_ids):
+            parts.append(exact_search(self.tail_vectors, vectors, k, metric=self.metric, ids=self.tail_ids))
+        if not parts:
+            empty = np.zeros((len(vectors), 0))
+            return empty.astype(np.int64), empty.astype(np.float32)
+        labels = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts], axis=1)
+        distances = np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts], axis=1)
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(labels, order, axis=1), np.take_along_axis(distances, order, axis=1)
