@@ -7,7 +7,7 @@
     python examples/dedup_demo.py --out demo-out/dedup --png docs/dedup.png   # also embeds, dedups, draws the sheet
 
 The pictures are generated here (no downloaded data): seven of different kinds (a Julia set, plasma,
-Voronoi cells, waves, rings, shapes, a checkerboard), which the default model puts 0.58 to 0.87 apart
+Voronoi cells, waves, rings, shapes, a checkerboard), which the default model puts 0.58 to 0.88 apart
 (cosine distance), about as far as distinct photos (the closest two on the real-photo benchmark are
 0.40 apart). Five get copies of the kinds a photo
 library collects: smaller, re-saved as JPEG, cropped, mirrored, brightened, and one byte-identical
