@@ -36,6 +36,12 @@ demo: $(STAMP)
 	@echo "== 6. embed and search the unseen alphabets with the fine-tuned model"
 	$(BIN)/vecmetric embed examples/data/omniglot/test --model $(DEMO)/run --store $(DEMO)/store-finetuned
 	$(BIN)/vecmetric search examples/queries/*.png --store $(DEMO)/store-finetuned --k 5
+	@echo "== 7. near duplicates: generated pictures with planted copies, grouped, set aside and put back"
+	$(BIN)/python examples/dedup_demo.py --out $(DEMO)/dedup
+	$(BIN)/vecmetric embed $(DEMO)/dedup/photos --store $(DEMO)/dedup/store
+	$(BIN)/vecmetric dedup --store $(DEMO)/dedup/store --html $(DEMO)/dedup/sheet.html
+	$(BIN)/vecmetric dedup --store $(DEMO)/dedup/store --move-to $(DEMO)/dedup/set-aside > $(DEMO)/dedup/move-log
+	$(BIN)/vecmetric dedup --undo "$$(cat $(DEMO)/dedup/move-log)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

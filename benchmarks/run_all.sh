@@ -69,6 +69,12 @@ fi
 step "ONNX export and torch-free queries (CPU)"
 "$PYTHON" benchmarks/onnx_runtime.py
 
+# The index it searches is built once (a few minutes on 2 cores) and cached in $TMPDIR/vecmetric-dedup-scale,
+# with a store of the same rows; the near-duplicate benchmark on real photos (dedup_bench.py) needs the
+# photos' source repositories and imagededup's venv, so it is run by hand (see benchmarks/DEDUP_DATA.md).
+step "dedup: 100k x 1280 vectors, index built"
+"$PYTHON" benchmarks/dedup_scale.py
+
 if [ "$SKIP_1M" != 1 ]; then
     # The build ratio is measured at 100k; at 1M only vecmetric builds (saves ~2 minutes).
     step "index: 1M vectors"

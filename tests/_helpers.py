@@ -128,3 +128,80 @@ class RecordingReporter(Reporter):
         self.records.append(summary)
         if self.interrupt_after is not None and summary["epoch"] == self.interrupt_after:
             raise KeyboardInterrupt
+
+
+#: The planted duplicates' ``plant_duplicates`` threshold for the 32 px tiny model (``small_model``): on
+#: 16 images from ``make_images(classes=16, per_class=1, size=64)`` its copies lie within 0.012 of their
+#: originals and distinct images at least 0.076 apart.
+PLANTED_THRESHOLD = 0.04
+
+
+def plant_duplicates(originals: list[Path], near: tuple[int, ...] = (0, 3, 6, 11), exact: tuple[int, ...] = (2,), copies_to: Path | None = None) -> list[list[str]]:
+    """Add copies of some of ``originals`` and return the true groups (paths as strings, the original first).
+
+    ``near`` originals get a resized PNG (7/8 size) and a JPEG (quality 85) beside them; ``exact``
+    originals a byte-identical copy under ``copies_to`` (default: a ``copies`` folder beside their
+    class folder). Originals are made the oldest files (mtimes a day apart), so ``--keep oldest``
+    keeps them.
+    """
+    import os
+    import shutil
+
+    from PIL import Image
+
+    base = 1_600_000_000_000_000_000
+    for i, path in enumerate(originals):
+        os.utime(path, ns=(base + i, base + i))
+    groups = []
+    for i in near:
+        src = originals[i]
+        with Image.open(src) as im:
+            small = src.with_name(src.stem + "-small.png")
+            im.resize((im.width * 7 // 8, im.height * 7 // 8)).save(small)
+            jpeg = src.with_name(src.stem + ".jpg")
+            im.convert("RGB").save(jpeg, quality=85)
+        groups.append([str(src), str(small), str(jpeg)])
+    for i in exact:
+        src = originals[i]
+        folder = copies_to or src.parent.parent / "copies"
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / f"{src.parent.name} {src.name}"
+        shutil.copyfile(src, copy)
+        groups.append([str(src), str(copy)])
+    for n, group in enumerate(groups, start=1):
+        for copy in group[1:]:
+            os.utime(copy, ns=(base + n * 86_400 * 10**9,) * 2)
+    return groups
+
+
+def parquet_rows(store: Path):
+    """Every row of a store sorted by id, read straight from its Parquet files (not through vecmetric); None when it has none."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(Path(store).glob("part-*.parquet"))
+    return pq.read_table([str(p) for p in parts]).sort_by("id") if parts else None
+
+
+def file_snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: relative path -> (bytes, mtime in ns)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def fake_store(path, fake_encoder, write_rows, metric="cosine", spec=None, dim=8, seed=0):
+    """A store of 40 random rows (``fake_encoder``, ``write_rows`` are the fixtures), rows 0 and 1 near copies;
+    ``spec`` overrides the model spec it records (``default`` for the default model's threshold)."""
+    import numpy as np
+
+    from vecmetric.store import create_store
+
+    encoder = fake_encoder(dim, metric=metric)
+    if spec is not None:
+        described = encoder.describe()
+        described["spec"] = spec
+        encoder.describe = lambda: dict(described)
+    store = create_store(path, encoder)
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(40, dim)).astype(np.float32)
+    vectors[1] = vectors[0] + 0.01
+    write_rows(store, range(40), vectors)
+    return store

@@ -128,6 +128,20 @@ def make_images():
 
 
 @pytest.fixture
+def planted_store(tmp_path, make_images, small_model):
+    """``(photos, store, groups)``: 16 distinct images under ``photos``, 4 with two near copies and one with a
+    byte copy (``plant_duplicates``), embedded by the 32 px tiny model into ``store`` (no index yet)."""
+    from _helpers import plant_duplicates
+
+    from vecmetric.store import embed_directory
+
+    photos = tmp_path / "photos"
+    groups = plant_duplicates(make_images(photos, classes=16, per_class=1, size=64))
+    embed_directory(photos, tmp_path / "store", model=small_model, workers=0)
+    return photos, tmp_path / "store", groups
+
+
+@pytest.fixture
 def image_folder(tmp_path, make_images) -> Path:
     """3 classes x 4 generated PNGs under ``tmp_path/images``."""
     make_images(tmp_path / "images")

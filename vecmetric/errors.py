@@ -24,6 +24,7 @@ __all__ = [
     "StoreLockedError",
     "IndexStateError",
     "TrainError",
+    "MoveError",
 ]
 
 
@@ -114,6 +115,11 @@ class TrainError(VecmetricError):
     """Training data, options or the run folder cannot be used."""
 
     exit_code = 7
+
+
+class MoveError(InputError):
+    """Files cannot be set aside (or put back) as asked: a target inside an embed root, a target
+    that cannot be written, a file that changed or is gone. Raised before anything moves."""
 
 
 def reason(exc: BaseException, limit: int = 200) -> str:

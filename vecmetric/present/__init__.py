@@ -6,7 +6,7 @@ Nothing here imports torch; Pillow is imported only by the functions that draw o
 from .guard import DecodeGuard
 from .lines import HIT_FIELDS, hit_record, json_lines, path_lines
 from .png_sheet import PngSheetLayout, write_png_sheet
-from .sheets import Sheet, SheetItem, SheetRow, file_uri, render_html_sheet, results_sheet, search_sheet, write_html_sheet
+from .sheets import Sheet, SheetItem, SheetRow, dedup_sheet, file_uri, render_html_sheet, results_sheet, search_sheet, write_html_sheet
 from .table import hits_table, preview_lines
 from .terminal import detect_protocol, inline_image, iterm2_sequence, kitty_sequence, preview_line, preview_unavailable
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
@@ -19,6 +19,7 @@ __all__ = [
     "SheetItem",
     "SheetRow",
     "ThumbnailCache",
+    "dedup_sheet",
     "detect_protocol",
     "encode_thumbnail",
     "file_uri",

@@ -83,6 +83,21 @@ def search_sheet(queries: Sequence[str], results: Sequence[Sequence[Any]], *, te
     return Sheet(title, rows)
 
 
+def dedup_sheet(groups: Sequence[Any], *, title: str = "vecmetric dedup") -> Sheet:
+    """A sheet with one row per duplicate group: its files, the keeper first and ``marked``.
+
+    Args:
+        groups: ``vecmetric.dedup.Group`` objects (anything with ``group``, ``kind`` and
+            ``members`` that have ``path``, ``distance`` and ``keep``), keeper first.
+        title: the sheet's title.
+    """
+    rows = []
+    for g in groups:
+        items = [SheetItem(m.path, [f"{'keep' if m.keep else 'move'}  {float(m.distance):.4f}", os.path.basename(m.path)], marked=bool(m.keep) and i == 0) for i, m in enumerate(g.members)]
+        rows.append(SheetRow(f"group {g.group}: {g.kind}, {len(g.members)} files", [], items))
+    return Sheet(title, rows)
+
+
 def _term_caption(term: Any, alone: bool) -> list[str]:
     weight = float(term.weight)
     lines = ["query"] if alone else [f"{'+' if weight > 0 else '-'} {abs(weight):g}x"]
