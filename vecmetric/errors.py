@@ -13,6 +13,7 @@ Exit codes:
     6   IndexStateError: an index that is missing, damaged or does not match its store
     7   TrainError: training data or a run folder that cannot be used
     8   StoreLockedError: another vecmetric process holds the store's lock
+    9   EngineError: an embed engine is not installed, or its cluster cannot run the job
     130 interrupted with Ctrl-C (work done so far is kept)
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "StoreLockedError",
     "IndexStateError",
     "TrainError",
+    "EngineError",
 ]
 
 
@@ -87,3 +89,9 @@ class TrainError(VecmetricError):
     """Training data, options or the run folder cannot be used."""
 
     exit_code = 7
+
+
+class EngineError(VecmetricError):
+    """An embed engine is not installed (Ray), or its cluster cannot be reached or run the job."""
+
+    exit_code = 9
