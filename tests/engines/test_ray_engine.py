@@ -16,20 +16,45 @@ import numpy as np
 import pytest
 
 from vecmetric.engines import Outcome, ray_embed_outcomes
-from vecmetric.errors import EncoderError
+from vecmetric.engines.ray import _KnownHashes, _pool_shape
+from vecmetric.errors import EncoderError, EngineError
 from vecmetric.store import FileEntry, scan_folder
 from vecmetric.store._embed import content_hash
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'vecmetric[ray]')")
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 # Set before ray is imported: no usage stats, and 127.0.0.1 kept as the node address (see vecmetric.engines.ray).
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_DATA_LOG_LEVEL": "WARNING"}
 
 
+def test_missing_ray_is_one_line_with_the_install_command(monkeypatch, tiny_model):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    with pytest.raises(EngineError) as caught:
+        ray_embed_outcomes([FileEntry("/x.png", 1, 1, "x")], frozenset(), tiny_model, precision="fp32")
+    assert str(caught.value) == "the ray engine needs Ray, which is not installed (install it with: pip install 'vecmetric[ray]')"
+    assert caught.value.exit_code == 9
+
+
+def test_known_hashes_membership():
+    known = _KnownHashes(["b" * 32, "a" * 32, "c" * 32])
+    assert [h in known for h in ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "d" * 32, "b" * 31 + "c")] == [True, True, True, False, False, False]
+    assert "a" * 32 not in _KnownHashes([])
+
+
+def test_pool_shape():
+    assert _pool_shape({"CPU": 2.0}, None, 0.0) == (1, 2)  # one actor, both cores
+    assert _pool_shape({"CPU": 64.0}, None, 0.0) == (8, 8)
+    assert _pool_shape({"CPU": 16.0, "GPU": 2.0}, None, 0.5) == (4, 4)
+    assert _pool_shape({"CPU": 16.0, "GPU": 2.0}, 1, 1.0) == (1, 8)
+    with pytest.raises(EngineError, match="the Ray cluster has 0"):
+        _pool_shape({"CPU": 16.0}, None, 1.0)
+
+
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
     """A 2-CPU Ray instance on loopback, its files (temp dir, auth token in HOME) under a tmp folder."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
     root = tmp_path_factory.mktemp("ray")
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**RAY_ENV, "HOME": str(root)}.items():

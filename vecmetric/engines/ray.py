@@ -7,7 +7,8 @@ every node (a shared or network file system); the store stays where the driver r
 
 Without an address, a local Ray instance is started for the run and stopped after it. It is
 kept on loopback: every Ray server binds to 127.0.0.1 and no outside address is probed (see
-``_LOCAL_ENV``). Ray is imported only inside functions: it is an optional extra.
+``_LOCAL_ENV``). A process already connected to Ray (its own ``ray.init``) has that connection
+used and left open. Ray is imported only inside functions: it is an optional extra.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import importlib.util
 import logging
 import math
 import os
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..errors import EncoderError, EngineError
 from ._outcome import Outcome
+
+if TYPE_CHECKING:
+    from ..encoders import PreprocessConfig
+    from ..store import FileEntry
 
 INSTALL_HINT = "pip install 'vecmetric[ray]'"
 MAX_FILES_PER_TASK = 256  # files one decode task reads: a task costs ~ms to schedule; blocks stay ~40 MB at 224 px
@@ -55,7 +60,7 @@ def require_ray() -> None:
 
 
 def ray_embed_outcomes(
-    files: list,
+    files: list[FileEntry],
     known_hashes: Iterable[str],
     model_spec: str,
     *,
@@ -64,7 +69,7 @@ def ray_embed_outcomes(
     address: str | None = None,
     gpus_per_worker: float = 0.0,
     workers: int | None = None,
-    preprocess=None,
+    preprocess: PreprocessConfig | None = None,
     fingerprint: str | None = None,
     allow_pickle_files: bool = False,
 ) -> Iterator[Outcome]:
@@ -253,6 +258,8 @@ def _decode_batch(batch: dict[str, Any], preprocess, known: _KnownHashes) -> dic
     """A Ray Data task: read, hash and decode a block of files with the local engine's per-file code.
 
     Rows that are not decoded (known hash, or skipped) keep zero pixels and ``decoded`` False.
+    Ray runs a task in its worker's main thread, so the SIGALRM decode time limit of
+    ``decode_and_preprocess`` holds here (it would not in an actor, whose calls run in a thread).
     """
     import numpy as np
 
