@@ -37,7 +37,8 @@ def test_missing_ray_is_one_line_with_the_install_command(monkeypatch, tiny_mode
 
 def test_known_hashes_membership():
     known = _KnownHashes(["b" * 32, "a" * 32, "c" * 32])
-    assert [h in known for h in ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "d" * 32, "b" * 31 + "c")] == [True, True, True, False, False, False]
+    probes = ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "d" * 32, "b" * 31 + "c")
+    assert [h in known for h in probes] == [True, True, True, False, False, False]
     assert "a" * 32 not in _KnownHashes([])
 
 
@@ -105,8 +106,8 @@ def folder(tmp_path_factory, small_model):
     return root, encoder, expected
 
 
-def run(files, encoder, **kwargs) -> dict[str, Outcome]:
-    outcomes = list(ray_embed_outcomes(files, kwargs.pop("known", frozenset()), encoder.spec, precision="fp32", batch_size=4, **kwargs))
+def run(files, encoder, known=frozenset(), **kwargs) -> dict[str, Outcome]:
+    outcomes = list(ray_embed_outcomes(files, known, encoder.spec, precision="fp32", batch_size=4, **kwargs))
     indices = [o.index for o in outcomes]
     assert sorted(indices) == list(range(len(files))), "every file exactly once"
     return {files[o.index].path: o for o in outcomes}
@@ -183,7 +184,7 @@ def test_every_ray_socket_is_on_loopback(ray_local, folder):
     assert {"gcs_server", "raylet"} <= names and any("_EmbedWorker" in n for n in names), names
     listening = [c for _, c in sockets if c.status == psutil.CONN_LISTEN]
     assert len(listening) >= 4, "the GCS, the raylet and the workers' gRPC servers listen"
-    outside = [(name, c.laddr, c.raddr) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
+    outside = [(name, c) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
     assert outside == []
 
 

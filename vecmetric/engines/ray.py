@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..store import FileEntry
 
 INSTALL_HINT = "pip install 'vecmetric[ray]'"
+SAME_MODEL_HINT = "every node must see the same checkpoint folder and library versions"
 MAX_FILES_PER_TASK = 256  # files one decode task reads: a task costs ~ms to schedule; blocks stay ~40 MB at 224 px
 MIN_FILES_PER_TASK = 16
 # A decode task is one Pillow thread: one CPU. Differing from WORKER_CPUS also keeps Ray Data from
@@ -125,7 +126,7 @@ def _stream(files, known, preprocess, model, batch_size, address, gpus_per_worke
         seen = bytearray(len(files))
         for batch in _batches(ray, ds):
             if len(batch["refusal"]) and batch["refusal"][0]:
-                raise EncoderError(str(batch["refusal"][0]), hint="every node must see the same checkpoint folder and library versions")
+                raise EncoderError(str(batch["refusal"][0]), hint=SAME_MODEL_HINT)
             for index, digest, error, decoded, vector in zip(
                 batch["index"], batch["hash"], batch["error"], batch["decoded"], batch["vector"]
             ):
@@ -136,7 +137,7 @@ def _stream(files, known, preprocess, model, batch_size, address, gpus_per_worke
                 yield Outcome(index, str(digest) or None, vector if decoded else None, str(error) or None)
         missing = len(files) - sum(seen)
         if missing:
-            raise EngineError(f"the Ray run ended with {missing} of {len(files)} files not done", hint="run embed again to finish them")
+            raise EngineError(f"the Ray run ended with {missing} of {len(files)} files not done", hint="run embed again")
     finally:
         if started:
             ray.shutdown()
@@ -266,7 +267,8 @@ def _decode_batch(batch: dict[str, Any], preprocess, known: _KnownHashes) -> dic
     from ..store._embed import _DecodeDataset
     from ..store._scan import FileEntry
 
-    entries = [FileEntry(str(p), int(s), int(m), str(lb)) for p, s, m, lb in zip(batch["path"], batch["size"], batch["mtime_ns"], batch["label"])]
+    columns = zip(batch["path"], batch["size"], batch["mtime_ns"], batch["label"])
+    entries = [FileEntry(str(path), int(size), int(mtime), str(label)) for path, size, mtime, label in columns]
     reader = _DecodeDataset(entries, preprocess, known)
     n, side = len(entries), preprocess.image_size
     pixels = np.zeros((n, 3, side, side), np.uint8)
@@ -295,7 +297,8 @@ class _EmbedWorker:
         self.refusal = ""
         if model["fingerprint"] and self.encoder.fingerprint != model["fingerprint"]:
             # Sent back as data for the driver to raise: an exception raised here reaches it only as text.
-            self.refusal = f"model {model['spec']} loads weights {self.encoder.fingerprint} on a Ray node, not the store's {model['fingerprint']}"
+            spec, theirs = model["spec"], model["fingerprint"]
+            self.refusal = f"model {spec} loads weights {self.encoder.fingerprint} on a Ray node, not the store's {theirs}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -304,5 +307,5 @@ class _EmbedWorker:
         vectors = np.zeros((len(decoded), self.encoder.dim), np.float32)
         if decoded.any() and not self.refusal:
             vectors[decoded] = self.encoder.embed_tensors(batch["pixels"][decoded])
-        refusal = np.array([self.refusal] * len(decoded))
-        return {"index": batch["index"], "hash": batch["hash"], "error": batch["error"], "decoded": decoded, "vector": vectors, "refusal": refusal}
+        out = {key: batch[key] for key in ("index", "hash", "error")}
+        return {**out, "decoded": decoded, "vector": vectors, "refusal": np.array([self.refusal] * len(decoded))}
