@@ -23,11 +23,13 @@ __all__ = [
     "StoreLockedError",
     "IndexStateError",
     "TrainError",
+    "EngineError",
 ]
 
 
 PROBLEMS_REMAIN_EXIT_CODE = 9  # verify found problems that remain (not an error: the report is the result)
 INTERRUPTED_EXIT_CODE = 130  # Ctrl-C; work done so far is kept
+ENGINE_EXIT_CODE = 10
 
 EXIT_CODES = {
     0: "ok",
@@ -40,6 +42,7 @@ EXIT_CODES = {
     7: "training",
     8: "store locked by another process",
     PROBLEMS_REMAIN_EXIT_CODE: "verify found problems that remain",
+    ENGINE_EXIT_CODE: "embed engine (Ray) missing or its cluster failed",
     INTERRUPTED_EXIT_CODE: "interrupted",
 }
 
@@ -107,6 +110,12 @@ class TrainError(VecmetricError):
     """Training data, options or the run folder cannot be used."""
 
     exit_code = 7
+
+
+class EngineError(VecmetricError):
+    """An embed engine is not installed (Ray), or its cluster cannot be reached or run the job."""
+
+    exit_code = ENGINE_EXIT_CODE
 
 
 def reason(exc: BaseException, limit: int = 200) -> str:

@@ -1,0 +1,247 @@
+"""The Ray engine on a local Ray instance that this module starts on loopback, and nothing else.
+
+Outcomes are checked against a direct computation (hash the bytes, decode, embed in this
+process); the socket check lists every connection of every Ray process mid-run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecmetric.engines import Outcome, ray_embed_outcomes
+from vecmetric.engines.ray import _KnownHashes, _pool_shape
+from vecmetric.errors import EncoderError, EngineError
+from vecmetric.store import FileEntry, scan_folder
+from vecmetric.store._embed import content_hash
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
+# Set before ray is imported: no usage stats, and 127.0.0.1 kept as the node address (see vecmetric.engines.ray).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_DATA_LOG_LEVEL": "WARNING"}
+
+
+def test_missing_ray_is_one_line_with_the_install_command(monkeypatch, tiny_model):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
+    with pytest.raises(EngineError) as caught:
+        ray_embed_outcomes([FileEntry("/x.png", 1, 1, "x")], frozenset(), tiny_model, precision="fp32")
+    assert str(caught.value) == "the ray engine needs Ray, which is not installed (install it with: pip install 'vecmetric[ray]')"
+    assert caught.value.exit_code == 9
+
+
+def test_known_hashes_membership():
+    known = _KnownHashes(["b" * 32, "a" * 32, "c" * 32])
+    probes = ("a" * 32, "b" * 32, "c" * 32, "0" * 32, "d" * 32, "b" * 31 + "c")
+    assert [h in known for h in probes] == [True, True, True, False, False, False]
+    assert "a" * 32 not in _KnownHashes([])
+
+
+def test_pool_shape():
+    assert _pool_shape({"CPU": 2.0}, None, 0.0) == (1, 2)  # one actor, both cores
+    assert _pool_shape({"CPU": 64.0}, None, 0.0) == (8, 8)
+    assert _pool_shape({"CPU": 16.0, "GPU": 2.0}, None, 0.5) == (4, 4)
+    assert _pool_shape({"CPU": 16.0, "GPU": 2.0}, 1, 1.0) == (1, 8)
+    with pytest.raises(EngineError, match="the Ray cluster has 0"):
+        _pool_shape({"CPU": 16.0}, None, 1.0)
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    """A 2-CPU Ray instance on loopback, its files (temp dir, auth token in HOME) under a tmp folder."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
+    root = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**RAY_ENV, "HOME": str(root)}.items():
+            mp.setenv(key, value)
+        import ray
+        from ray._private import ray_constants, services
+
+        assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"
+
+        def no_probe(*args, **kwargs):
+            raise AssertionError("Ray probed an outside address to find this node's IP")
+
+        mp.setattr(services, "node_ip_address_from_perspective", no_probe)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(root / "t"))
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, small_model):
+    """12 good 32 px images, three broken files, and the expected outcome of each good one."""
+    from PIL import Image
+
+    from vecmetric.encoders import load_encoder
+    from vecmetric.images import decode_and_preprocess
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        path = root / f"class_{i % 3}" / f"img_{i:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+    good = root / "class_0" / "img_00.png"
+    (root / "class_1" / "empty.png").write_bytes(b"")
+    (root / "class_1" / "text.jpg").write_bytes(b"this is not an image")
+    (root / "class_2" / "half.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    encoder = load_encoder(small_model, device="cpu", precision="fp32")
+    expected = {}
+    for entry in scan_folder(root).files:
+        data = Path(entry.path).read_bytes()
+        if entry.path.endswith(("empty.png", "text.jpg", "half.png")):
+            expected[entry.path] = (content_hash(data), None)
+        else:
+            pixels = decode_and_preprocess(data, encoder.preprocess)
+            expected[entry.path] = (content_hash(data), encoder.embed_tensors(pixels[None])[0])
+    return root, encoder, expected
+
+
+def run(files, encoder, known=frozenset(), **kwargs) -> dict[str, Outcome]:
+    outcomes = list(ray_embed_outcomes(files, known, encoder.spec, precision="fp32", batch_size=4, **kwargs))
+    indices = [o.index for o in outcomes]
+    assert sorted(indices) == list(range(len(files))), "every file exactly once"
+    return {files[o.index].path: o for o in outcomes}
+
+
+def test_outcomes_equal_a_direct_computation(ray_local, folder):
+    root, encoder, expected = folder
+    files = scan_folder(root).files
+    files.append(FileEntry(str(root / "gone.png"), 1, 1, "gone"))  # scanned, then deleted
+    got = run(files, encoder, preprocess=encoder.preprocess, fingerprint=encoder.fingerprint)
+
+    for path, (digest, vector) in expected.items():
+        assert got[path].content_hash == digest
+        if vector is not None:
+            assert got[path].error is None
+            assert got[path].vector.dtype == np.float32
+            np.testing.assert_allclose(got[path].vector, vector, atol=1e-5)
+    assert got[str(root / "class_1" / "empty.png")].error == "empty file"
+    assert got[str(root / "class_1" / "text.jpg")].error == "not an image, or a format Pillow cannot read"
+    assert got[str(root / "class_2" / "half.png")].error.startswith("corrupt or truncated image")
+    gone = got[str(root / "gone.png")]
+    assert (gone.content_hash, gone.vector, gone.error) == (None, None, "cannot read: No such file or directory")
+    skipped = [o for o in got.values() if o.error]
+    assert all(o.vector is None for o in skipped) and len(skipped) == 4
+
+
+def test_known_hashes_are_not_decoded(ray_local, folder):
+    root, encoder, expected = folder
+    files = scan_folder(root).files
+    text = str(root / "class_1" / "text.jpg")
+    image = str(root / "class_0" / "img_03.png")
+    # Were the non-image decoded, it would come back with an error instead of "reuse".
+    known = {expected[text][0], expected[image][0]}
+    got = run(files, encoder, known=known, preprocess=encoder.preprocess)
+
+    for path in (text, image):
+        assert (got[path].content_hash, got[path].vector, got[path].error) == (expected[path][0], None, None)
+    other = str(root / "class_0" / "img_06.png")
+    np.testing.assert_allclose(got[other].vector, expected[other][1], atol=1e-5)
+
+
+def test_an_actor_with_other_weights_refuses(ray_local, folder):
+    root, encoder, _ = folder
+    with pytest.raises(EncoderError, match="not the store's"):
+        run(scan_folder(root).files, encoder, preprocess=encoder.preprocess, fingerprint="test_efficientnet-0000000000000000")
+
+
+def ray_processes():
+    """This process and every process it started (Ray's servers, agents and workers all descend from it)."""
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def test_every_ray_socket_is_on_loopback(ray_local, folder):
+    import psutil
+
+    root, encoder, _ = folder
+    files = scan_folder(root).files
+    outcomes = ray_embed_outcomes(files, frozenset(), encoder.spec, precision="fp32", batch_size=4, preprocess=encoder.preprocess)
+    first = next(outcomes)  # mid-run: the actor and the decode workers are up
+    sockets, names = [], set()
+    for proc in ray_processes():
+        try:
+            conns = proc.net_connections(kind="inet")
+            names.add(proc.name())
+        except psutil.NoSuchProcess:
+            continue
+        sockets += [(proc.name(), c) for c in conns]
+    rest = list(outcomes)
+
+    assert len(rest) + 1 == len(files) and first.index not in {o.index for o in rest}
+    assert {"gcs_server", "raylet"} <= names and any("_EmbedWorker" in n for n in names), names
+    listening = [c for _, c in sockets if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 4, "the GCS, the raylet and the workers' gRPC servers listen"
+    outside = [(name, c) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
+    assert outside == []
+
+
+def busy_embed_worker(running: threading.Thread, deadline: float):
+    """The embed actor's process while it runs a batch (Ray titles it ``ray::...(_EmbedWorker).submit`` then)."""
+    import psutil
+
+    while running.is_alive() and time.monotonic() < deadline:
+        for proc in ray_processes():
+            try:
+                title = " ".join(proc.cmdline()).strip()  # the title is padded with spaces
+            except psutil.Error:
+                continue
+            if "_EmbedWorker" in title and title.endswith(".submit"):
+                return proc
+        time.sleep(0.005)
+    raise AssertionError("no embed actor was seen running a batch before the run ended")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_mid_batch_still_yields_every_file_once(ray_local, tiny_model, make_images, tmp_path):
+    from vecmetric.encoders import load_encoder
+    from vecmetric.images import load_image_array
+
+    make_images(tmp_path / "many", classes=4, per_class=8)
+    files = scan_folder(tmp_path / "many").files
+    encoder = load_encoder(tiny_model, device="cpu", precision="fp32")  # 160 px: batches long enough to be caught mid-way
+    outcomes = ray_embed_outcomes(files, frozenset(), encoder.spec, precision="fp32", batch_size=4, preprocess=encoder.preprocess)
+    got, failed = [], []
+
+    def consume():
+        try:
+            got.extend(outcomes)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failed.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    victim = busy_embed_worker(consumer, time.monotonic() + 120)
+    victim.send_signal(signal.SIGKILL)
+    consumer.join(timeout=300)
+
+    assert not consumer.is_alive() and failed == []
+    assert sorted(o.index for o in got) == list(range(len(files)))
+    assert all(o.error is None and o.vector is not None for o in got)
+    for o in got[::5]:
+        expected = encoder.embed_tensors(load_image_array(files[o.index].path, encoder.preprocess)[None])[0]
+        np.testing.assert_allclose(o.vector, expected, atol=1e-5)
+
+
+def test_workers_import_this_vecmetric(ray_local):
+    import vecmetric
+
+    @ray_local.remote(num_cpus=0.5)
+    def where() -> str:
+        import vecmetric
+
+        return vecmetric.__file__
+
+    assert ray_local.get(where.remote()) == vecmetric.__file__
