@@ -44,7 +44,7 @@ def parse_args(argv=None):
 
 def start_local_ray() -> float:
     """Start Ray as the engine does without an address (loopback only); returns the seconds it took."""
-    from vecmetric.engines.ray import _LOCAL_ENV
+    from vecmetric._ray_session import LOOPBACK_ENV as _LOCAL_ENV
 
     for key, value in _LOCAL_ENV.items():
         os.environ.setdefault(key, value)

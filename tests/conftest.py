@@ -6,6 +6,7 @@ layout: ``make_images``, ``fake_encoder``, ``write_rows``, ``run_vecmetric``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -237,6 +238,49 @@ def other_process():
     yield proc
     proc.kill()
     proc.wait()
+
+
+#: Set before ray is imported: no usage stats, 127.0.0.1 kept as the node address (see vecmetric._ray_session),
+#: token authentication on without Ray's warning about it, Ray Data's INFO lines off.
+RAY_TEST_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="module")
+def ray_loopback(tmp_path_factory):
+    """A 2-CPU Ray instance on loopback for one test module: ``(ray, root)``.
+
+    Its files (temp dir, auth token in HOME) live under ``root``, a short tmp folder (Ray's socket
+    paths must stay under 107 characters). The environment above stays set for the module, so a
+    ``vecmetric`` subprocess that starts Ray or joins this one (``--address``) gets it too, and Ray's
+    probe of an outside address (8.8.8.8) fails the test if anything in this process calls it.
+    Module-scoped, not session-scoped: other modules fork DataLoader workers, which a process that
+    holds Ray's gRPC threads should not do.
+    """
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
+    root = tmp_path_factory.mktemp("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**RAY_TEST_ENV, "HOME": str(root), "RAY_TMPDIR": str(root / "t")}.items():
+            mp.setenv(key, value)
+        import ray
+        from ray._private import ray_constants, services
+
+        assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"
+
+        def no_probe(*args, **kwargs):
+            raise AssertionError("Ray probed an outside address to find this node's IP")
+
+        mp.setattr(services, "node_ip_address_from_perspective", no_probe)
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(root / "t"))
+        try:
+            yield ray, root
+        finally:
+            ray.shutdown()
 
 
 #: open_clip's smallest built-in architecture with both towers (CLIP's BPE tokenizer), untrained.

@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import assert_loopback_only, descendants, sockets_of
 
 from vecmetric.engines import Outcome, ray_embed_outcomes
 from vecmetric.engines.ray import _KnownHashes, _pool_shape
 from vecmetric.errors import EncoderError, EngineError
-from vecmetric.store import FileEntry, scan_folder
-from vecmetric.store._embed import content_hash
-
-LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
-# Set before ray is imported: no usage stats, and 127.0.0.1 kept as the node address (see vecmetric.engines.ray).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_DATA_LOG_LEVEL": "WARNING"}
+from vecmetric.store import FileEntry, content_hash, scan_folder
 
 
 def test_missing_ray_is_one_line_with_the_install_command(monkeypatch, tiny_model):
@@ -32,7 +28,7 @@ def test_missing_ray_is_one_line_with_the_install_command(monkeypatch, tiny_mode
     with pytest.raises(EngineError) as caught:
         ray_embed_outcomes([FileEntry("/x.png", 1, 1, "x")], frozenset(), tiny_model, precision="fp32")
     assert str(caught.value) == "the ray engine needs Ray, which is not installed (install it with: pip install 'vecmetric[ray]')"
-    assert caught.value.exit_code == 9
+    assert caught.value.exit_code == 10
 
 
 def test_known_hashes_membership():
@@ -52,28 +48,8 @@ def test_pool_shape():
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
-    """A 2-CPU Ray instance on loopback, its files (temp dir, auth token in HOME) under a tmp folder."""
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
-    root = tmp_path_factory.mktemp("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**RAY_ENV, "HOME": str(root)}.items():
-            mp.setenv(key, value)
-        import ray
-        from ray._private import ray_constants, services
-
-        assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"
-
-        def no_probe(*args, **kwargs):
-            raise AssertionError("Ray probed an outside address to find this node's IP")
-
-        mp.setattr(services, "node_ip_address_from_perspective", no_probe)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(root / "t"))
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+def ray_local(ray_loopback):
+    return ray_loopback[0]
 
 
 @pytest.fixture(scope="module")
@@ -155,37 +131,17 @@ def test_an_actor_with_other_weights_refuses(ray_local, folder):
         run(scan_folder(root).files, encoder, preprocess=encoder.preprocess, fingerprint="test_efficientnet-0000000000000000")
 
 
-def ray_processes():
-    """This process and every process it started (Ray's servers, agents and workers all descend from it)."""
-    import psutil
-
-    me = psutil.Process()
-    return [me, *me.children(recursive=True)]
-
-
 def test_every_ray_socket_is_on_loopback(ray_local, folder):
-    import psutil
-
     root, encoder, _ = folder
     files = scan_folder(root).files
     outcomes = ray_embed_outcomes(files, frozenset(), encoder.spec, precision="fp32", batch_size=4, preprocess=encoder.preprocess)
     first = next(outcomes)  # mid-run: the actor and the decode workers are up
-    sockets, names = [], set()
-    for proc in ray_processes():
-        try:
-            conns = proc.net_connections(kind="inet")
-            names.add(proc.name())
-        except psutil.NoSuchProcess:
-            continue
-        sockets += [(proc.name(), c) for c in conns]
+    names, sockets = sockets_of(descendants())
     rest = list(outcomes)
 
     assert len(rest) + 1 == len(files) and first.index not in {o.index for o in rest}
     assert {"gcs_server", "raylet"} <= names and any("_EmbedWorker" in n for n in names), names
-    listening = [c for _, c in sockets if c.status == psutil.CONN_LISTEN]
-    assert len(listening) >= 4, "the GCS, the raylet and the workers' gRPC servers listen"
-    outside = [(name, c) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
-    assert outside == []
+    assert_loopback_only(sockets)
 
 
 def busy_embed_worker(running: threading.Thread, deadline: float):
@@ -193,7 +149,7 @@ def busy_embed_worker(running: threading.Thread, deadline: float):
     import psutil
 
     while running.is_alive() and time.monotonic() < deadline:
-        for proc in ray_processes():
+        for proc in descendants():
             try:
                 title = " ".join(proc.cmdline()).strip()  # the title is padded with spaces
             except psutil.Error:

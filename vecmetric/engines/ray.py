@@ -5,28 +5,25 @@ engine; this module only turns the planned files into ``Outcome``s, streamed bac
 finish, so the writer can flush as it goes. The folder must be readable at the same path on
 every node (a shared or network file system); the store stays where the driver runs.
 
-Without an address, a local Ray instance is started for the run and stopped after it. It is
-kept on loopback: every Ray server binds to 127.0.0.1 and no outside address is probed (see
-``_LOCAL_ENV``). A process already connected to Ray (its own ``ray.init``) has that connection
-used and left open. Ray is imported only inside functions: it is an optional extra.
+Without an address, a local Ray instance is started for the run and stopped after it, on
+loopback only (``vecmetric._ray_session``). Ray is imported only inside functions: it is an
+optional extra.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import math
-import os
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+from .._ray_session import INSTALL_HINT, ray_session, require_ray
 from ..errors import EncoderError, EngineError
+from ..progress import Reporter, reporter_or_default
 from ._outcome import Outcome
 
 if TYPE_CHECKING:
     from ..encoders import PreprocessConfig
     from ..store import FileEntry
 
-INSTALL_HINT = "pip install 'vecmetric[ray]'"
 SAME_MODEL_HINT = "every node must see the same checkpoint folder and library versions"
 MAX_FILES_PER_TASK = 256  # files one decode task reads: a task costs ~ms to schedule; blocks stay ~40 MB at 224 px
 MIN_FILES_PER_TASK = 16
@@ -38,26 +35,13 @@ DECODE_CPUS = 1.0
 # feeding them, and Ray waits forever without a word.
 WORKER_CPUS = 0.5
 MAX_THREADS = 8  # torch threads per CPU actor; more actors rather than more threads beyond that
-# Retries are Ray Data's defaults (the per-call settings are deprecated in Ray 2.60): an actor lost with
-# its process or node is recreated and its batches rerun, a lost decode task reruns (Ray: 3 times),
-# and an exception raised by our code is not retried. A bad image is an outcome, never an exception.
-_LOCAL_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    # Ray turns a node address of 127.0.0.1 into "the address other machines reach", found by
-    # routing a UDP socket towards 8.8.8.8, and then listens on every interface. With this off
-    # (read once, when ray is imported) 127.0.0.1 stays the node address and the servers bind to it.
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}
+# An actor lost with its process or node is recreated (Ray Data: without limit) and its batch rerun,
+# at most BATCH_RETRIES times: a batch that kills every actor it lands on (a GPU driver fault, memory)
+# fails the run instead of looping. A lost decode task reruns (Ray: 3 times). An exception raised by
+# our code is not retried; a bad image is an outcome, never an exception.
+BATCH_RETRIES = 3
 
-
-def require_ray() -> None:
-    """Check that the optional Ray extra is installed, without importing it.
-
-    Raises:
-        EngineError: Ray is missing, with the command that installs it.
-    """
-    if importlib.util.find_spec("ray") is None:
-        raise EngineError("the ray engine needs Ray, which is not installed", hint=f"install it with: {INSTALL_HINT}")
+__all__ = ["INSTALL_HINT", "ray_embed_outcomes", "require_ray"]
 
 
 def ray_embed_outcomes(
@@ -73,6 +57,7 @@ def ray_embed_outcomes(
     preprocess: PreprocessConfig | None = None,
     fingerprint: str | None = None,
     allow_pickle_files: bool = False,
+    reporter: Reporter | None = None,
 ) -> Iterator[Outcome]:
     """Embed ``files`` on a Ray cluster, yielding one ``Outcome`` per file in completion order.
 
@@ -96,6 +81,7 @@ def ray_embed_outcomes(
         preprocess: the model's ``PreprocessConfig`` (default: loaded from ``model_spec`` here, on CPU).
         fingerprint: the store's model fingerprint; an actor whose weights differ refuses to embed.
         allow_pickle_files: see ``load_encoder``.
+        reporter: advanced as each batch of outcomes arrives.
 
     Returns:
         An iterator of ``Outcome``; every index of ``files`` appears exactly once.
@@ -113,16 +99,15 @@ def ray_embed_outcomes(
 
         preprocess = load_encoder(model_spec, device="cpu", precision="fp32", allow_pickle_files=allow_pickle_files).preprocess
     model = {"spec": model_spec, "precision": precision, "fingerprint": fingerprint, "allow_pickle_files": allow_pickle_files}
-    return _stream(list(files), _KnownHashes(known_hashes), preprocess, model, batch_size, address, gpus_per_worker, workers)
+    pool = {"batch_size": batch_size, "gpus_per_worker": gpus_per_worker, "workers": workers, "worker_class": _EmbedWorker}
+    return _stream(list(files), _KnownHashes(known_hashes), preprocess, model, pool, address, reporter_or_default(reporter))
 
 
-def _stream(files, known, preprocess, model, batch_size, address, gpus_per_worker, workers) -> Iterator[Outcome]:
-    ray = _import_ray(address)
-    started = _connect(ray, address)
-    try:
-        size, threads = _pool_shape(ray.cluster_resources(), workers, gpus_per_worker)
-        model = {**model, "threads": threads, "device": "cuda" if gpus_per_worker > 0 else "cpu"}
-        ds = _dataset(ray, files, known, preprocess, model, batch_size, size, gpus_per_worker)
+def _stream(files, known, preprocess, model: dict, pool: dict, address: str | None, reporter: Reporter) -> Iterator[Outcome]:
+    with ray_session(address) as ray:
+        size, threads = _pool_shape(ray.cluster_resources(), pool["workers"], pool["gpus_per_worker"])
+        model = {**model, "threads": threads, "device": "cuda" if pool["gpus_per_worker"] > 0 else "cpu"}
+        ds = _dataset(ray, files, known, preprocess, model, pool, size)
         seen = bytearray(len(files))
         for batch in _batches(ray, ds):
             if len(batch["refusal"]) and batch["refusal"][0]:
@@ -135,55 +120,10 @@ def _stream(files, known, preprocess, model, batch_size, address, gpus_per_worke
                     continue
                 seen[index] = 1
                 yield Outcome(index, str(digest) or None, vector if decoded else None, str(error) or None)
+            reporter.advance(len(batch["index"]))
         missing = len(files) - sum(seen)
         if missing:
             raise EngineError(f"the Ray run ended with {missing} of {len(files)} files not done", hint="run embed again")
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _import_ray(address: str | None):
-    settings = {**_LOCAL_ENV} if address is None else {"RAY_USAGE_STATS_ENABLED": "0"}
-    # Ray Data logs a few INFO lines per run on the console (and in its session log file); the CLI reports itself.
-    settings["RAY_DATA_LOG_LEVEL"] = "WARNING"
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the ray[data] extra: pyarrow, pandas, fsspec)
-    except ImportError as exc:
-        raise EngineError(f"the ray engine cannot import Ray ({exc})", hint=f"install it with: {INSTALL_HINT}") from None
-    progress_logger = logging.getLogger("ray.data._internal.progress")
-    if _no_progress_bar_hint not in progress_logger.filters:
-        progress_logger.addFilter(_no_progress_bar_hint)
-    return ray
-
-
-def _no_progress_bar_hint(record: logging.LogRecord) -> bool:
-    """Drop Ray Data's advice to turn its progress bars back on: they are off because the CLI draws its own."""
-    return not str(record.msg).startswith("Progress bars disabled")
-
-
-def _connect(ray, address: str | None) -> bool:
-    """Connect to Ray; True when this call started the instance (and so must stop it)."""
-    if ray.is_initialized():
-        return False
-    if address is None:
-        from ray._private import ray_constants
-
-        if ray_constants.ENABLE_RAY_CLUSTER:  # ray was imported before _LOCAL_ENV could apply
-            raise EngineError(
-                "cannot start a loopback-only Ray instance: Ray was imported before vecmetric set it up",
-                hint="set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray, or pass --address",
-            )
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-        return True
-    try:
-        ray.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EngineError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
-    return True
 
 
 def _pool_shape(resources: dict[str, float], workers: int | None, gpus_per_worker: float) -> tuple[int, int]:
@@ -199,10 +139,12 @@ def _pool_shape(resources: dict[str, float], workers: int | None, gpus_per_worke
     return size, max(1, min(MAX_THREADS, cpus // size))
 
 
-def _dataset(ray, files, known, preprocess, model, batch_size: int, size: int, gpus_per_worker: float):
+def _dataset(ray, files, known, preprocess, model: dict, pool: dict, size: int):
+    import warnings
+
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     per_task = min(MAX_FILES_PER_TASK, max(MIN_FILES_PER_TASK, len(files) // (4 * cpus)))
-    items = [{"index": i, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "label": f.label} for i, f in enumerate(files)]
+    items = [{"index": i, "path": f.path} for i, f in enumerate(files)]
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(files) / per_task))
     ds.context.enable_progress_bars = False  # the CLI draws its own
     ds.context.print_on_execution_start = False
@@ -213,15 +155,20 @@ def _dataset(ray, files, known, preprocess, model, batch_size: int, size: int, g
         fn_kwargs={"preprocess": preprocess, "known": known},
         num_cpus=DECODE_CPUS,
     )
-    return ds.map_batches(
-        _EmbedWorker,
-        batch_size=batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
-        fn_constructor_kwargs={"model": model},
-        num_cpus=WORKER_CPUS,
-        num_gpus=gpus_per_worker or None,
-    )
+    with warnings.catch_warnings():
+        # max_task_retries has no named parameter in Ray 2.60 (the pinned version) and passing it warns
+        # that the catch-all will go; without it Ray Data retries an actor's batch forever.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            pool["worker_class"],
+            batch_size=pool["batch_size"],
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+            fn_constructor_kwargs={"model": model},
+            num_cpus=WORKER_CPUS,
+            num_gpus=pool["gpus_per_worker"] or None,
+            max_task_retries=BATCH_RETRIES,
+        )
 
 
 def _batches(ray, ds) -> Iterator[dict[str, Any]]:
@@ -264,18 +211,14 @@ def _decode_batch(batch: dict[str, Any], preprocess, known: _KnownHashes) -> dic
     """
     import numpy as np
 
-    from ..store._embed import _DecodeDataset
-    from ..store._scan import FileEntry
+    from .local import read_and_decode
 
-    columns = zip(batch["path"], batch["size"], batch["mtime_ns"], batch["label"])
-    entries = [FileEntry(str(path), int(size), int(mtime), str(label)) for path, size, mtime, label in columns]
-    reader = _DecodeDataset(entries, preprocess, known)
-    n, side = len(entries), preprocess.image_size
+    n, side = len(batch["path"]), preprocess.image_size
     pixels = np.zeros((n, 3, side, side), np.uint8)
     decoded = np.zeros(n, bool)
     hashes, errors = [""] * n, [""] * n
-    for j in range(n):
-        _, digest, payload, error = reader[j]
+    for j, path in enumerate(batch["path"]):
+        digest, payload, error = read_and_decode(str(path), preprocess, known)
         hashes[j], errors[j] = digest or "", error or ""
         if payload is not None:
             pixels[j], decoded[j] = payload, True
