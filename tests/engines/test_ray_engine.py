@@ -7,8 +7,8 @@ process); the socket check lists every connection of every Ray process mid-run.
 from __future__ import annotations
 
 import importlib.util
-import signal
-import threading
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,8 +17,9 @@ import pytest
 from _helpers import assert_loopback_only, descendants, sockets_of
 
 from vecmetric.engines import Outcome, ray_embed_outcomes
-from vecmetric.engines.ray import _KnownHashes, _pool_shape
+from vecmetric.engines.ray import BATCH_RETRIES, _EmbedWorker, _KnownHashes, _pool_shape, _stream
 from vecmetric.errors import EncoderError, EngineError
+from vecmetric.progress import SilentReporter
 from vecmetric.store import FileEntry, content_hash, scan_folder
 
 
@@ -144,51 +145,33 @@ def test_every_ray_socket_is_on_loopback(ray_local, folder):
     assert_loopback_only(sockets)
 
 
-def busy_embed_worker(running: threading.Thread, deadline: float):
-    """The embed actor's process while it runs a batch (Ray titles it ``ray::...(_EmbedWorker).submit`` then)."""
-    import psutil
+class _CrashingWorker(_EmbedWorker):
+    """Loads the model, then kills its own process on every batch (as a GPU fault or the OOM killer would)."""
 
-    while running.is_alive() and time.monotonic() < deadline:
-        for proc in descendants():
-            try:
-                title = " ".join(proc.cmdline()).strip()  # the title is padded with spaces
-            except psutil.Error:
-                continue
-            if "_EmbedWorker" in title and title.endswith(".submit"):
-                return proc
-        time.sleep(0.005)
-    raise AssertionError("no embed actor was seen running a batch before the run ended")
+    attempts_log = ""  # set by the test (the class travels by value, with its attributes)
+
+    def __call__(self, batch):
+        with open(self.attempts_log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os._exit(1)
 
 
 @pytest.mark.slow
-def test_a_killed_worker_mid_batch_still_yields_every_file_once(ray_local, tiny_model, make_images, tmp_path):
-    from vecmetric.encoders import load_encoder
-    from vecmetric.images import load_image_array
+def test_a_batch_that_kills_every_actor_fails_the_run_after_bounded_retries(ray_local, folder, tmp_path, monkeypatch):
+    import ray.cloudpickle
 
-    make_images(tmp_path / "many", classes=4, per_class=8)
-    files = scan_folder(tmp_path / "many").files
-    encoder = load_encoder(tiny_model, device="cpu", precision="fp32")  # 160 px: batches long enough to be caught mid-way
-    outcomes = ray_embed_outcomes(files, frozenset(), encoder.spec, precision="fp32", batch_size=4, preprocess=encoder.preprocess)
-    got, failed = [], []
-
-    def consume():
-        try:
-            got.extend(outcomes)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            failed.append(exc)
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    victim = busy_embed_worker(consumer, time.monotonic() + 120)
-    victim.send_signal(signal.SIGKILL)
-    consumer.join(timeout=300)
-
-    assert not consumer.is_alive() and failed == []
-    assert sorted(o.index for o in got) == list(range(len(files)))
-    assert all(o.error is None and o.vector is not None for o in got)
-    for o in got[::5]:
-        expected = encoder.embed_tensors(load_image_array(files[o.index].path, encoder.preprocess)[None])[0]
-        np.testing.assert_allclose(o.vector, expected, atol=1e-5)
+    monkeypatch.setattr(_CrashingWorker, "attempts_log", str(tmp_path / "attempts"))
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    root, encoder, _ = folder
+    files = scan_folder(root).files[:4]
+    model = {"spec": encoder.spec, "precision": "fp32", "fingerprint": None, "allow_pickle_files": False}
+    pool = {"batch_size": 4, "gpus_per_worker": 0.0, "workers": 1, "worker_class": _CrashingWorker}
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="the Ray run failed"):
+        list(_stream(files, _KnownHashes([]), encoder.preprocess, model, pool, None, SilentReporter()))
+    assert time.monotonic() - started < 240
+    pids = (tmp_path / "attempts").read_text().split()
+    assert len(pids) == 1 + BATCH_RETRIES and len(set(pids)) == len(pids), pids  # each attempt a fresh actor process
 
 
 def test_workers_import_this_vecmetric(ray_local):
