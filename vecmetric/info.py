@@ -20,6 +20,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
         StoreError: no store at ``path``, or an unreadable manifest.
     """
     from .index import IndexStatus, index_status
+    from .index._shards import shard_count
     from .store import open_store
 
     store = open_store(path)
@@ -48,6 +49,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
             "M": side.get("M"),
             "ef_construction": side.get("ef_construction"),
             "ef": side.get("ef"),
+            "shards": shard_count(side),
             "status": state.status.value,
             "current": state.usable,
             "updated_at": side.get("updated_at"),
