@@ -203,6 +203,7 @@ class HnswIndex:
 
 def write_generation_bytes(folder: Path, generation: str, index_bytes: bytes, ids) -> None:
     """Write an index saved elsewhere (``hnswlib``'s file, as bytes) and its ids under ``generation``."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(folder) / f"hnsw-{generation}.bin", index_bytes)
     atomic_write(Path(folder) / f"ids-{generation}.npy", lambda tmp: _save_npy(tmp, ids))
 
