@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_latency.py
 	$(BIN)/python benchmarks/embed_memory.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/ray_engine.py
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

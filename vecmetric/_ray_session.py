@@ -59,9 +59,6 @@ def is_loopback_address(address: str | None) -> bool:
 def import_ray(address: str | None = None):
     """``import ray`` (and ``ray.data``) with the settings an address needs, read by Ray at import.
 
-    Ray's Python loggers are handed to the application's logging (vecmetric's CLI keeps them quiet
-    unless ``--verbose``) instead of Ray's own console handler.
-
     Raises:
         EngineError: Ray is missing or cannot be imported.
     """
@@ -78,7 +75,6 @@ def import_ray(address: str | None = None):
         import ray.data  # noqa: F401  (the ray[data] extra: pyarrow, pandas, fsspec)
     except ImportError as exc:
         raise EngineError(f"the ray engine cannot import Ray ({exc})", hint=f"install it with: {INSTALL_HINT}") from None
-    logging.getLogger("ray").propagate = True  # Ray's import turned it off for its own handler (cleared by init below)
     progress_logger = logging.getLogger("ray.data._internal.progress")
     if _no_progress_bar_hint not in progress_logger.filters:
         progress_logger.addFilter(_no_progress_bar_hint)
@@ -122,6 +118,9 @@ def _connect(ray, address: str | None, init_options: dict[str, Any]) -> None:
             "cannot keep Ray on loopback: Ray was imported before vecmetric set it up",
             hint="set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray",
         )
+    # Ray's Python loggers go to the application's logging (vecmetric's CLI keeps them quiet unless
+    # --verbose) instead of Ray's own console handler, which init clears with configure_logging=False.
+    logging.getLogger("ray").propagate = True
     common = {"configure_logging": False, "logging_level": logging.WARNING}
     if address is None:
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **common, **init_options)

@@ -42,7 +42,7 @@ EXIT_CODES = {
     7: "training",
     8: "store locked by another process",
     PROBLEMS_REMAIN_EXIT_CODE: "verify found problems that remain",
-    ENGINE_EXIT_CODE: "embed engine (Ray) missing or its cluster failed",
+    ENGINE_EXIT_CODE: "Ray (--engine ray) missing, or its cluster failed",
     INTERRUPTED_EXIT_CODE: "interrupted",
 }
 
@@ -113,7 +113,7 @@ class TrainError(VecmetricError):
 
 
 class EngineError(VecmetricError):
-    """An embed engine is not installed (Ray), or its cluster cannot be reached or run the job."""
+    """Ray is not installed for ``--engine ray`` (embed, index), or its cluster cannot be reached or run the job."""
 
     exit_code = ENGINE_EXIT_CODE
 

@@ -91,3 +91,24 @@ def test_shards_held_in_ray_actors_answer_as_the_local_sharded_index(ray_loopbac
     assert (even[0] % 2 == 0).all() and even[0].shape == (50, 5)
     assert_loopback_only(sockets)
     assert ray_loopback[0].is_initialized()
+
+
+def test_more_shards_than_the_cluster_has_quarter_cpus_still_start(ray_loopback, vector_store):
+    """12 actors asking 0.25 CPU each would need 3 of the 2 CPUs and wait forever: they ask less."""
+    store, vectors = vector_store(n=600)
+    build_index(store, shards=12)
+    with RayShardedIndex(store, start_timeout=300) as served:
+        labels, _ = served.query(vectors[[3, 599]], k=1)
+    assert labels[:, 0].tolist() == [3, 599]
+
+
+def test_shards_the_cluster_has_no_memory_for_are_one_clear_error(ray_loopback, vector_store, monkeypatch):
+    from vecmetric.errors import EngineError
+    from vecmetric.index import _ray_shards
+
+    store, _ = vector_store(n=300)
+    build_index(store, shards=2)
+    monkeypatch.setattr(_ray_shards, "MEMORY_MARGIN", 10**6)  # each actor asks for ~TBs
+    with pytest.raises(EngineError, match="did not place the index's 2 shard actors in 5 s") as caught:
+        RayShardedIndex(store, start_timeout=5)
+    assert "GiB of memory in all" in str(caught.value)

@@ -23,7 +23,8 @@ from ._shards import merge_top_k, shard_count, shard_generation
 __all__ = ["RayShardedIndex", "build_shards_with_ray"]
 
 BUILD_RETRIES = 2  # a shard task lost with its worker or node is run again, at most this many times
-ACTOR_CPUS = 0.25  # fractional: many shard actors share a node's cores without starving each other
+ACTOR_CPUS = 0.25  # at most, and less when the cluster has fewer CPUs than shards / 4: Ray would wait forever
+ACTOR_START_TIMEOUT = 600.0  # seconds for every shard actor to be placed and loaded
 MEMORY_MARGIN = 1.25  # an actor asks Ray for its shard file's size times this
 
 
@@ -151,15 +152,18 @@ class RayShardedIndex:
     Args:
         store: an open store; its index is built or updated first when it is not current.
         address: the Ray cluster (None: a loopback-only local instance, stopped by ``close``).
-        actor_cpus: CPUs each shard actor reserves (fractions let many share a core).
+        actor_cpus: CPUs each shard actor reserves at most (fractions let many share a core); less
+            when the cluster's CPUs divided by the shard count is less.
         threads: hnswlib threads per query in each actor.
+        start_timeout: seconds for every actor to be placed and loaded before giving up.
 
     Raises:
-        EngineError: Ray is missing or the cluster cannot hold the shards.
+        EngineError: Ray is missing, or the cluster cannot hold the shards (not enough memory for all
+            of them: their actors wait to be placed until ``start_timeout``).
         IndexStateError: the index cannot be brought up to date or its files are damaged.
     """
 
-    def __init__(self, store, address: str | None = None, actor_cpus: float = ACTOR_CPUS, threads: int = 1):
+    def __init__(self, store, address: str | None = None, actor_cpus: float = ACTOR_CPUS, threads: int = 1, start_timeout: float = ACTOR_START_TIMEOUT):
         from ._build import load_current_index
 
         self._exit = contextlib.ExitStack()
@@ -169,13 +173,21 @@ class RayShardedIndex:
         self._ray = ray
         try:
             actor = ray.remote(_ShardActor)
-            self._actors = []
+            cpus = min(actor_cpus, float(ray.cluster_resources().get("CPU", 1.0)) / len(entries))
+            self._actors, memory = [], 0
             for entry in entries:
                 existing = _read_files(store.index_dir, entry)
-                memory = int(len(existing[1] or b"") * MEMORY_MARGIN) + 64 * 2**20
-                options = {"num_cpus": actor_cpus, "memory": memory, "scheduling_strategy": "SPREAD", "max_restarts": 0}
+                needs = int(len(existing[1] or b"") * MEMORY_MARGIN) + 64 * 2**20
+                memory += needs
+                options = {"num_cpus": round(cpus, 4), "memory": needs, "scheduling_strategy": "SPREAD", "max_restarts": 0}
                 self._actors.append(actor.options(**options).remote(self.sidecar, existing, threads))
-            self._counts = ray.get([a.count.remote() for a in self._actors])
+            self._counts = ray.get([a.count.remote() for a in self._actors], timeout=start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise EngineError(
+                f"the Ray cluster did not place the index's {len(entries)} shard actors in {start_timeout:g} s",
+                hint=f"they need {memory / 2**30:.1f} GiB of memory in all; add nodes or memory, or use fewer, larger shards",
+            ) from None
         except ray.exceptions.RayError as exc:
             self.close()
             raise EngineError(f"the Ray cluster cannot hold the index's shards: {str(exc).strip().splitlines()[0][:300]}") from exc
