@@ -250,22 +250,29 @@ RAY_TEST_ENV = {
 }
 
 
-@pytest.fixture(scope="module")
-def ray_loopback(tmp_path_factory):
-    """A 2-CPU Ray instance on loopback for one test module: ``(ray, root)``.
+@pytest.fixture(scope="session")
+def ray_home(tmp_path_factory):
+    """HOME for every Ray instance of the session: where Ray keeps its auth token. Ray caches the token
+    in the process, so an instance started later under another HOME would not find the token it expects."""
+    return tmp_path_factory.mktemp("rayhome")
 
-    Its files (temp dir, auth token in HOME) live under ``root``, a short tmp folder (Ray's socket
-    paths must stay under 107 characters). The environment above stays set for the module, so a
-    ``vecmetric`` subprocess that starts Ray or joins this one (``--address``) gets it too, and Ray's
-    probe of an outside address (8.8.8.8) fails the test if anything in this process calls it.
+
+@pytest.fixture(scope="module")
+def ray_loopback(tmp_path_factory, ray_home):
+    """A 2-CPU Ray instance on loopback for one test module: ``(ray, home)``.
+
+    Its temp dir lives in a short tmp folder (Ray's socket paths must stay under 107 characters),
+    its auth token in ``home``. The environment above stays set for the module, so a ``vecmetric``
+    subprocess that starts Ray or joins this one (``--address``, with ``HOME=home``) gets it too, and
+    Ray's probe of an outside address (8.8.8.8) fails the test if anything in this process calls it.
     Module-scoped, not session-scoped: other modules fork DataLoader workers, which a process that
     holds Ray's gRPC threads should not do.
     """
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
-    root = tmp_path_factory.mktemp("ray")
+    temp = tmp_path_factory.mktemp("r")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**RAY_TEST_ENV, "HOME": str(root), "RAY_TMPDIR": str(root / "t")}.items():
+        for key, value in {**RAY_TEST_ENV, "HOME": str(ray_home), "RAY_TMPDIR": str(temp)}.items():
             mp.setenv(key, value)
         import ray
         from ray._private import ray_constants, services
@@ -276,9 +283,9 @@ def ray_loopback(tmp_path_factory):
             raise AssertionError("Ray probed an outside address to find this node's IP")
 
         mp.setattr(services, "node_ip_address_from_perspective", no_probe)
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(root / "t"))
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(temp))
         try:
-            yield ray, root
+            yield ray, ray_home
         finally:
             ray.shutdown()
 

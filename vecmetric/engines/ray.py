@@ -71,7 +71,8 @@ def ray_embed_outcomes(
         files: ``FileEntry`` items (path, size, mtime_ns, label); paths must be readable on every node.
         known_hashes: content hashes the store already holds (their files are hashed, not decoded).
         model_spec: the spec each actor loads; pass ``encoder.spec`` of the driver's encoder.
-        precision: ``fp32`` or ``bf16``; pass the driver's resolved precision so every actor agrees.
+        precision: ``fp32``, ``bf16`` or ``auto`` (each actor settles it for its own device, as the
+            local engine does for its device).
         batch_size: images per forward pass.
         address: a Ray cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None starts a local
             instance on loopback only, with every CPU of this machine.
@@ -88,7 +89,7 @@ def ray_embed_outcomes(
 
     Raises:
         EngineError: Ray is missing, the cluster cannot be reached or lacks the GPUs asked for,
-            or the run failed beyond Ray's retries.
+            or the run failed beyond Ray's retries (a batch is run at most ``1 + BATCH_RETRIES`` times).
         EncoderError: an actor loaded weights other than ``fingerprint``.
     """
     require_ray()
