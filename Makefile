@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_latency.py
 	$(BIN)/python benchmarks/embed_memory.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/ray_engine.py
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -41,6 +41,7 @@ SKIP_1M=${SKIP_1M:-0}
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/vecmetric-bench-XXXXXX")
 trap 'rm -rf "$DATA"' EXIT
 
+python_device() { "$PYTHON" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")'; }
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 started=$SECONDS
 
@@ -74,6 +75,13 @@ step "ONNX export and torch-free queries (CPU)"
 # photos' source repositories and imagededup's venv, so it is run by hand (see benchmarks/DEDUP_DATA.md).
 step "dedup: 100k x 1280 vectors, index built"
 "$PYTHON" benchmarks/dedup_scale.py
+# One Ray actor's embedding function, without Ray (it need not be installed): images/s per GPU actor.
+step "embedding actor without Ray (docs/SCALE.md)"
+"$PYTHON" benchmarks/ray_engine.py --actor-only --device "$(python_device)" --images 2000 --data-dir "$DATA/actor"
+rm -rf "$DATA/actor"
+
+step "scaling out: driver writes, shard builds up to 1M rows, merged search over 1/4/16 shards (docs/SCALE.md)"
+"$PYTHON" benchmarks/scale_out.py --write-rows 1000000 --build-sizes 250000,500000,1000000 --search-n 1000000
 
 if [ "$SKIP_1M" != 1 ]; then
     # The build ratio is measured at 100k; at 1M only vecmetric builds (saves ~2 minutes).

@@ -205,3 +205,40 @@ def fake_store(path, fake_encoder, write_rows, metric="cosine", spec=None, dim=8
     vectors[1] = vectors[0] + 0.01
     write_rows(store, range(40), vectors)
     return store
+#: The addresses a loopback-only Ray may use (IPv4, and IPv4 seen through an IPv6 socket).
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
+
+
+def descendants(pid: int | None = None) -> list:
+    """A process (default: this one) and every process it started: Ray's servers, agents and workers
+    all descend from the process that called ``ray.init``."""
+    import psutil
+
+    me = psutil.Process(pid)
+    return [me, *me.children(recursive=True)]
+
+
+def sockets_of(processes) -> tuple[set[str], list[tuple[str, object]]]:
+    """(process names, [(name, psutil connection)]) of every inet socket of ``processes`` that are alive."""
+    import psutil
+
+    names, sockets = set(), []
+    for proc in processes:
+        try:
+            name = proc.name()
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        names.add(name)
+        sockets += [(name, c) for c in conns]
+    return names, sockets
+
+
+def assert_loopback_only(sockets, min_listening: int = 4) -> None:
+    """Every socket bound to loopback and, when connected, connected to loopback; Ray's servers listening."""
+    import psutil
+
+    listening = [c for _, c in sockets if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= min_listening, f"the GCS, the raylet and the workers' gRPC servers listen: {listening}"
+    outside = [(name, c) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
+    assert outside == []

@@ -6,6 +6,7 @@ layout: ``make_images``, ``fake_encoder``, ``write_rows``, ``run_vecmetric``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -257,6 +258,56 @@ def other_process():
     yield proc
     proc.kill()
     proc.wait()
+
+
+#: Set before ray is imported: no usage stats, 127.0.0.1 kept as the node address (see vecmetric._ray_session),
+#: token authentication on without Ray's warning about it, Ray Data's INFO lines off.
+RAY_TEST_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="session")
+def ray_home(tmp_path_factory):
+    """HOME for every Ray instance of the session: where Ray keeps its auth token. Ray caches the token
+    in the process, so an instance started later under another HOME would not find the token it expects."""
+    return tmp_path_factory.mktemp("rayhome")
+
+
+@pytest.fixture(scope="module")
+def ray_loopback(tmp_path_factory, ray_home):
+    """A 2-CPU Ray instance on loopback for one test module: ``(ray, home)``.
+
+    Its temp dir lives in a short tmp folder (Ray's socket paths must stay under 107 characters),
+    its auth token in ``home``. The environment above stays set for the module, so a ``vecmetric``
+    subprocess that starts Ray or joins this one (``--address``, with ``HOME=home``) gets it too, and
+    Ray's probe of an outside address (8.8.8.8) fails the test if anything in this process calls it.
+    Module-scoped, not session-scoped: other modules fork DataLoader workers, which a process that
+    holds Ray's gRPC threads should not do.
+    """
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'vecmetric[ray]')")
+    temp = tmp_path_factory.mktemp("r")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**RAY_TEST_ENV, "HOME": str(ray_home), "RAY_TMPDIR": str(temp)}.items():
+            mp.setenv(key, value)
+        import ray
+        from ray._private import ray_constants, services
+
+        assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"
+
+        def no_probe(*args, **kwargs):
+            raise AssertionError("Ray probed an outside address to find this node's IP")
+
+        mp.setattr(services, "node_ip_address_from_perspective", no_probe)
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=str(temp))
+        try:
+            yield ray, ray_home
+        finally:
+            ray.shutdown()
 
 
 #: open_clip's smallest built-in architecture with both towers (CLIP's BPE tokenizer), untrained.

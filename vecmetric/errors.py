@@ -25,11 +25,13 @@ __all__ = [
     "IndexStateError",
     "TrainError",
     "MoveError",
+    "EngineError",
 ]
 
 
 PROBLEMS_REMAIN_EXIT_CODE = 9  # verify found problems that remain (not an error: the report is the result)
 INTERRUPTED_EXIT_CODE = 130  # Ctrl-C; work done so far is kept
+ENGINE_EXIT_CODE = 10
 
 EXIT_CODES = {
     0: "ok",
@@ -42,6 +44,7 @@ EXIT_CODES = {
     7: "training",
     8: "store locked by another process",
     PROBLEMS_REMAIN_EXIT_CODE: "verify found problems that remain",
+    ENGINE_EXIT_CODE: "Ray (--engine ray) missing, or its cluster failed",
     INTERRUPTED_EXIT_CODE: "interrupted",
 }
 
@@ -120,6 +123,10 @@ class TrainError(VecmetricError):
 class MoveError(InputError):
     """Files cannot be set aside (or put back) as asked: a target inside an embed root, a target
     that cannot be written, a file that changed or is gone. Raised before anything moves."""
+class EngineError(VecmetricError):
+    """Ray is not installed for ``--engine ray`` (embed, index), or its cluster cannot be reached or run the job."""
+
+    exit_code = ENGINE_EXIT_CODE
 
 
 def reason(exc: BaseException, limit: int = 200) -> str:

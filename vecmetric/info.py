@@ -19,7 +19,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         StoreError: no store at ``path``, or an unreadable manifest.
     """
-    from .index import IndexStatus, index_status
+    from .index import IndexStatus, index_status, shard_count
     from .runtime import export_state, model_dir
     from .store import open_store
 
@@ -51,6 +51,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
             "M": side.get("M"),
             "ef_construction": side.get("ef_construction"),
             "ef": side.get("ef"),
+            "shards": shard_count(side),
             "status": state.status.value,
             "current": state.usable,
             "updated_at": side.get("updated_at"),

@@ -235,7 +235,7 @@ def _check_manifest(store, report: VerifyReport, repair: bool, parts: list[Path]
 
 
 def _check_index(store, report: VerifyReport, repair: bool) -> None:
-    from .index import HnswIndex, IndexStatus, build_index, index_status
+    from .index import IndexStatus, build_index, index_status, load_index
 
     state = index_status(store)
     if state.status is IndexStatus.MISSING:
@@ -243,7 +243,7 @@ def _check_index(store, report: VerifyReport, repair: bool) -> None:
     status, problem = state.status.value, state.reason
     if state.usable:
         try:
-            HnswIndex.load(store.index_dir)
+            load_index(store.index_dir)  # every shard of a sharded index
             return
         except IndexStateError as exc:
             status, problem = IndexStatus.DAMAGED.value, exc.message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
 from ._common import AllowPickleOption, DeviceOption, JsonOption, StoreOption, escape, handle_errors, print_json, stderr, stdout, store_path
+from ._logging import quiet_native_logs
 from ._progress import RichReporter
 
 MAX_LISTED_SKIPS = 10
@@ -20,12 +22,24 @@ def embed_command(
         None, "--model", "-m", help="Model spec: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder. (default: the store's model, or 'default' for a new store)", show_default=False
     ),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decoding processes; 0 decodes in this process. (default: one per core, at most 8 on CPU, 32 with a GPU; half the cores when the GPU decodes JPEGs)", show_default=False),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        min=0,
+        help="Local engine: decoding processes, 0 decodes in this process (default: one per core, at most 8 on CPU, 32 with a GPU; half the cores when the GPU decodes JPEGs). Ray engine: embedding actors at most (default: one per --gpus-per-worker of the cluster's GPUs, else one per 8 CPUs).",
+        show_default=False,
+    ),
     device: str = DeviceOption,
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16."),
     decode: str = typer.Option(
         "auto", "--decode", help="Where JPEGs are decoded: auto (the GPU when the model runs on CUDA), cpu (the workers) or device (the model's device)."
     ),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (decode and embed on a Ray cluster; needs pip install 'vecmetric[ray]')."),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster to run on, e.g. auto or HEAD:6379; FOLDER must be readable at the same path on every node. (default: a Ray instance on this machine, loopback only)", show_default=False
+    ),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray engine: GPUs per embedding actor (0.5: two actors share a GPU); 0 embeds on CPUs."),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     allow_pickle_files: bool = AllowPickleOption,
@@ -35,10 +49,14 @@ def embed_command(
     Unchanged files are skipped, changed files re-embedded, renamed or duplicate files
     reuse their vectors, and rows of deleted files are dropped. Bad files are skipped,
     listed in STORE/_errors.jsonl and summarised. Stop it at any time: the next run continues.
+
+    With --engine ray, files are read and decoded in Ray tasks and embedded by Ray actors (one
+    model each); this process plans and writes the store as the local engine does.
     """
     from ..store import embed_directory
 
-    with RichReporter(unit="images", quiet=quiet) as reporter:
+    native_logs = quiet_native_logs() if engine == "ray" else contextlib.nullcontext()
+    with native_logs, RichReporter(unit="images", quiet=quiet) as reporter:
         result = embed_directory(
             folder,
             store_path(store),
@@ -50,6 +68,9 @@ def embed_command(
             reporter=reporter,
             allow_pickle_files=allow_pickle_files,
             decode=decode,
+            engine=engine,
+            address=address,
+            gpus_per_worker=gpus_per_worker,
         )
     if json_out:
         print_json(result.to_dict())

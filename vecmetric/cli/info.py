@@ -38,8 +38,9 @@ def info_command(store: Path = StoreOption, json_out: bool = JsonOption) -> None
             "current": "current",
             "stale": "stale (updated by the next search or 'vecmetric index')",
         }.get(idx["status"], f"{idx['status']} (rebuilt by the next search or 'vecmetric index')")
+        shards = f" in {idx['shards']} shards" if idx.get("shards", 1) > 1 else ""
         table.add_row(
-            "index", f"{idx['count']} vectors, {idx['metric']}, M={idx['M']}, ef_construction={idx['ef_construction']}, ef={idx['ef']}, {state}"
+            "index", f"{idx['count']} vectors{shards}, {idx['metric']}, M={idx['M']}, ef_construction={idx['ef_construction']}, ef={idx['ef']}, {state}"
         )
     table.add_row("versions", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     stdout.print(table)

@@ -1,23 +1,31 @@
-"""HNSW indexes (hnswlib) over a store: building and updating, status, exact search for ground truth, querying."""
+"""HNSW indexes (hnswlib) over a store, whole or in shards: building and updating, status, exact search
+for ground truth, querying; ``RayShardedIndex`` holds the shards in Ray actors (the ``ray`` extra)."""
 
-from ._build import IndexResult, build_index, load_current_index
+from ._build import INDEX_ENGINES, IndexResult, build_index, load_current_index
 from ._exact import exact_search, pairwise_distances, recall_at_k
 from ._hnsw import HnswIndex, IndexParams
+from ._shards import ShardedIndex, load_index, merge_top_k, shard_count
 from ._status import SIDECAR_NAME, IndexState, IndexStatus, index_status
 
 __all__ = [
+    "INDEX_ENGINES",
     "HnswIndex",
     "IndexParams",
     "IndexResult",
     "IndexState",
     "IndexStatus",
+    "RayShardedIndex",
     "SIDECAR_NAME",
+    "ShardedIndex",
     "build_index",
     "exact_search",
     "index_status",
     "load_current_index",
+    "load_index",
+    "merge_top_k",
     "pairwise_distances",
     "recall_at_k",
+    "shard_count",
 ]
 
 
@@ -27,4 +35,8 @@ def __getattr__(name: str):
         from .. import query
 
         return getattr(query, name)
+    if name == "RayShardedIndex":  # imported on use: it is the only index class that needs Ray
+        from ._ray_shards import RayShardedIndex
+
+        return RayShardedIndex
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fsutil import atomic_write, atomic_write_json, read_json, remove_dead_temporaries
+from .._fsutil import atomic_write, atomic_write_bytes, atomic_write_json, read_json, remove_dead_temporaries
 from ..distances import get_metric
 from ..errors import IndexStateError, reason
-from ._status import INDEX_FORMAT, SIDECAR_NAME
+from ._status import INDEX_FORMAT, SIDECAR_NAME, sidecar_generations
 
 
 @dataclass
@@ -51,53 +51,87 @@ class HnswIndex:
     def count(self) -> int:
         return int(len(self.ids))
 
-    @classmethod
-    def create(cls, folder: Path, dim: int, params: IndexParams, capacity: int) -> "HnswIndex":
-        import hnswlib
-        import numpy as np
-
-        space = get_metric(params.metric).space
-        index = hnswlib.Index(space=space, dim=dim)
-        index.init_index(max_elements=max(capacity, 1), ef_construction=params.ef_construction, M=params.m, random_seed=100)
-        sidecar = {
+    @staticmethod
+    def new_sidecar(dim: int, params: IndexParams) -> dict[str, Any]:
+        """The parameters a new index records (the rest is added when it is saved)."""
+        return {
             "format": INDEX_FORMAT,
             "format_version": 1,
-            "space": space,
+            "space": get_metric(params.metric).space,
             "metric": params.metric,
             "dim": dim,
             "M": params.m,
             "ef_construction": params.ef_construction,
             "ef": params.ef,
         }
+
+    @classmethod
+    def create(cls, folder: Path, dim: int, params: IndexParams, capacity: int) -> "HnswIndex":
+        import hnswlib
+        import numpy as np
+
+        sidecar = cls.new_sidecar(dim, params)
+        index = hnswlib.Index(space=sidecar["space"], dim=dim)
+        index.init_index(max_elements=max(capacity, 1), ef_construction=params.ef_construction, M=params.m, random_seed=100)
         return cls(folder, index, np.zeros(0, dtype=np.int64), sidecar)
 
     @classmethod
     def load(cls, folder: Path) -> "HnswIndex":
-        """Open the index in ``folder``.
+        """Open the (unsharded) index in ``folder``.
 
         Raises:
             IndexStateError: missing, or the files do not agree with the sidecar.
         """
-        import hnswlib
-        import numpy as np
-
         sidecar_path = Path(folder) / SIDECAR_NAME
         if not sidecar_path.is_file():
             raise IndexStateError(f"no index in {folder}", hint="run 'vecmetric index'")
         try:
             sidecar = read_json(sidecar_path)
-            gen = sidecar["generation"]
+        except (OSError, ValueError) as exc:
+            raise IndexStateError(f"the index in {folder} is damaged: {reason(exc)}", hint="run 'vecmetric index --rebuild'") from None
+        return cls.load_generation(folder, sidecar, sidecar)
+
+    @classmethod
+    def load_generation(cls, folder: Path, sidecar: dict[str, Any], files: dict[str, Any]) -> "HnswIndex":
+        """Open the files of one generation: ``files`` holds its ``generation``, ``capacity`` and ``elements``
+        (the sidecar itself for an unsharded index, one entry of its ``shards`` for a shard).
+
+        Raises:
+            IndexStateError: the files are missing, unreadable or do not agree with ``files``.
+        """
+        import hnswlib
+        import numpy as np
+
+        try:
+            gen = files["generation"]
             ids = np.load(Path(folder) / f"ids-{gen}.npy", allow_pickle=False)
             index = hnswlib.Index(space=sidecar["space"], dim=int(sidecar["dim"]))
-            index.load_index(str(Path(folder) / f"hnsw-{gen}.bin"), max_elements=int(sidecar["capacity"]))
+            index.load_index(str(Path(folder) / f"hnsw-{gen}.bin"), max_elements=int(files["capacity"]))
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise IndexStateError(
                 f"the index in {folder} is damaged: {reason(exc)}",
                 hint="run 'vecmetric index --rebuild'",
             ) from None
-        if index.get_current_count() != int(sidecar.get("elements", -1)) or index.dim != int(sidecar["dim"]):
+        if index.get_current_count() != int(files.get("elements", -1)) or index.dim != int(sidecar["dim"]):
             raise IndexStateError(f"the index in {folder} does not match its sidecar", hint="run 'vecmetric index --rebuild'")
         return cls(folder, index, ids, sidecar)
+
+    @staticmethod
+    def header_disagrees(folder: Path, files: dict[str, Any]) -> str | None:
+        """Why a generation's hnswlib file disagrees with ``files`` (its ``capacity`` and ``elements``),
+        or None: a check of the file's header that does not load the graph (an update leaves most
+        shards unloaded). hnswlib's file starts with three size_t: level-0 offset, max elements,
+        element count."""
+        import struct
+
+        try:
+            with open(Path(folder) / f"hnsw-{files['generation']}.bin", "rb") as fh:
+                _, capacity, elements = struct.unpack("<QQQ", fh.read(24))
+        except (OSError, KeyError, struct.error) as exc:
+            return f"its file cannot be read ({reason(exc)})"
+        if (capacity, elements) != (int(files.get("capacity", -1)), int(files.get("elements", -1))):
+            return "its file does not match the sidecar"
+        return None
 
     def add(self, vectors, labels, threads: int = -1) -> None:
         """Add vectors (float32 (N, dim)) under ``labels``, growing capacity as needed."""
@@ -144,8 +178,10 @@ class HnswIndex:
             try:
                 return self.index.knn_query(np.ascontiguousarray(vectors, dtype=np.float32), k=k, num_threads=threads, filter=filter)
             except RuntimeError:
-                # Too few live neighbours reachable at this ef (many deletions): widen the search.
+                # Too few live neighbours reachable at this ef (many deletions, or a narrow filter): widen the search.
                 if ef >= self.index.get_current_count():
+                    if filter is not None:
+                        raise IndexStateError(f"fewer than {k} indexed rows pass the filter") from None
                     raise IndexStateError("the index cannot return enough neighbours", hint="run 'vecmetric index --rebuild'") from None
                 ef *= 2
 
@@ -173,28 +209,50 @@ class HnswIndex:
         at = int(np.searchsorted(self.ids, label))
         return at < len(self.ids) and int(self.ids[at]) == int(label)
 
-    def save(self, **sidecar_updates: Any) -> None:
-        """Write new files under a fresh generation, commit by replacing the sidecar, then tidy."""
+    def write_generation(self, generation: str | None = None) -> dict[str, Any]:
+        """Write the index and its ids under a fresh generation (nothing refers to them yet).
+
+        Returns:
+            What a sidecar records of them: ``generation``, ``count``, ``capacity``, ``elements``.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        gen = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+        gen = generation or new_generation()
         atomic_write(self.folder / f"hnsw-{gen}.bin", lambda tmp: self.index.save_index(str(tmp)))
         atomic_write(self.folder / f"ids-{gen}.npy", lambda tmp: _save_npy(tmp, self.ids))
+        return {"generation": gen, "count": self.count, "capacity": int(self.index.get_max_elements()), "elements": int(self.index.get_current_count())}
+
+    def save(self, **sidecar_updates: Any) -> None:
+        """Write new files under a fresh generation, commit by replacing the sidecar, then tidy."""
+        files = self.write_generation()
         self.sidecar.update(sidecar_updates)
-        self.sidecar.update(
-            generation=gen,
-            count=self.count,
-            capacity=int(self.index.get_max_elements()),
-            elements=int(self.index.get_current_count()),
-            updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        )
-        atomic_write_json(self.folder / SIDECAR_NAME, self.sidecar)
-        remove_dead_temporaries(self.folder)  # half-written files of a killed save (we hold the lock)
-        for old in self.folder.iterdir():
-            if old.name.startswith(("hnsw-", "ids-")) and gen not in old.name:
-                try:
-                    old.unlink()
-                except OSError:
-                    pass
+        self.sidecar.update(files, updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        commit_sidecar(self.folder, self.sidecar)
+
+
+def write_generation_bytes(folder: Path, generation: str, index_bytes: bytes, ids) -> None:
+    """Write an index saved elsewhere (``hnswlib``'s file, as bytes) and its ids under ``generation``."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(folder) / f"hnsw-{generation}.bin", index_bytes)
+    atomic_write(Path(folder) / f"ids-{generation}.npy", lambda tmp: _save_npy(tmp, ids))
+
+
+def new_generation(prefix: str = "") -> str:
+    """A generation name no earlier write used: time, then random (``prefix`` names a shard)."""
+    return f"{prefix}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+
+
+def commit_sidecar(folder: Path, sidecar: dict[str, Any]) -> None:
+    """Replace the sidecar (the one commit point: readers see all old files or all new ones), then
+    remove the files of other generations and what a killed save left (the caller holds the lock)."""
+    atomic_write_json(folder / SIDECAR_NAME, sidecar)
+    remove_dead_temporaries(folder)
+    keep = set(sidecar_generations(sidecar))
+    for old in folder.iterdir():
+        if old.name.startswith(("hnsw-", "ids-")) and old.name.split("-", 1)[1].rsplit(".", 1)[0] not in keep:
+            try:
+                old.unlink()
+            except OSError:
+                pass
 
 
 def _save_npy(path: Path, array) -> None:

@@ -18,7 +18,8 @@ from ..errors import IndexStateError, StoreError
 from ..store import embeddings_to_numpy, open_store
 from ._exact import exact_search
 from ._hnsw import HnswIndex
-from ._status import SIDECAR_NAME
+from ._shards import ShardedIndex, load_index
+from ._status import SIDECAR_NAME, sidecar_generations
 
 __all__ = ["LiveIndex"]
 
@@ -44,7 +45,7 @@ class LiveIndex:
     def __init__(self, path):
         self.path = path
         self.store = open_store(path)
-        self.index: HnswIndex | None = None
+        self.index: HnswIndex | ShardedIndex | None = None
         self._generation: str | None = None
         self._parts: dict[str, _Part] = {}
         self.tail_ids = None
@@ -105,10 +106,10 @@ class LiveIndex:
         if not sidecar_path.is_file():
             self.index, self._generation = None, None
             return
-        generation = read_json(sidecar_path).get("generation")
+        generation = sidecar_generations(read_json(sidecar_path))
         if generation != self._generation or self.index is None:
-            self.index = HnswIndex.load(self.store.index_dir)
-            self._generation = self.index.sidecar.get("generation")
+            self.index = load_index(self.store.index_dir)
+            self._generation = sidecar_generations(self.index.sidecar)
             self._parts.clear()  # which parts count as indexed depends on the generation's snapshot
 
     def _read_part(self, key: tuple[str, int, int], vectors: bool) -> _Part:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._fsutil import read_json
 
-__all__ = ["IndexStatus", "IndexState", "SIDECAR_NAME", "index_status"]
+__all__ = ["IndexStatus", "IndexState", "SIDECAR_NAME", "index_status", "sidecar_generations"]
 
 SIDECAR_NAME = "index.json"
 INDEX_FORMAT = "vecmetric-hnsw"
@@ -48,22 +48,32 @@ class IndexState:
         return self.status in (IndexStatus.CURRENT, IndexStatus.STALE)
 
 
+def sidecar_generations(sidecar: dict[str, Any]) -> list[str]:
+    """The generations a sidecar refers to: its own (unsharded), or each of its ``shards``'."""
+    if isinstance(sidecar.get("shards"), list):
+        return [shard.get("generation") if isinstance(shard, dict) else None for shard in sidecar["shards"]]
+    return [sidecar.get("generation")]
+
+
 def _files_present(folder: Path, sidecar: dict[str, Any]) -> str | None:
-    """Why the sidecar's generation files are not there, or None when they are."""
-    generation = sidecar.get("generation")
-    if not isinstance(generation, str):
-        return "its sidecar names no generation"
-    for name in (f"hnsw-{generation}.bin", f"ids-{generation}.npy"):
-        if not (folder / name).is_file():
-            return f"{name} is missing"
+    """Why the files of the sidecar's generations (every shard's) are not there, or None when they are."""
+    generations = sidecar_generations(sidecar)
+    if not generations:
+        return "its sidecar lists no shards"
+    for generation in generations:
+        if not isinstance(generation, str):
+            return "its sidecar names no generation"
+        for name in (f"hnsw-{generation}.bin", f"ids-{generation}.npy"):
+            if not (folder / name).is_file():
+                return f"{name} is missing"
     return None
 
 
 def index_status(store) -> IndexState:
     """How the index in ``store``'s ``_index/`` folder stands against the store.
 
-    Cheap: it reads the sidecar and checks the files exist, without loading the index;
-    ``HnswIndex.load`` then finds damage inside the files (``IndexStateError``).
+    Cheap: it reads the sidecar and checks the files exist (every shard's, for a sharded index),
+    without loading the index; ``load_index`` then finds damage inside the files (``IndexStateError``).
     """
     folder = store.index_dir
     path = folder / SIDECAR_NAME

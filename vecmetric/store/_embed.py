@@ -83,7 +83,7 @@ def _write_outcomes(outcomes, todo: list[FileEntry], writer: RowWriter, result: 
 
 def _run_plan(store: Store, encoder, plan: EmbedPlan, result: EmbedResult, engine_options: dict[str, Any], reporter: Reporter) -> int:
     """Carry out ``plan`` on the locked store; returns the next free row id."""
-    from ..engines.local import local_outcomes
+    from ..engines import engine_outcomes
 
     if plan.stale_ids:
         store.delete_ids(plan.stale_ids)  # old versions of changed files: useless now
@@ -92,7 +92,7 @@ def _run_plan(store: Store, encoder, plan: EmbedPlan, result: EmbedResult, engin
     writer = RowWriter(store, plan.next_id, encoder.fingerprint, engine_options.pop("flush_rows", None))
     if plan.todo:
         reporter.start("Embedding", len(plan.todo))
-        outcomes = local_outcomes(plan.todo, frozenset(plan.known_hashes), encoder, reporter=reporter, **engine_options)
+        outcomes = engine_outcomes(plan.todo, frozenset(plan.known_hashes), encoder, reporter=reporter, **engine_options)
         try:
             _write_outcomes(outcomes, plan.todo, writer, result)
         finally:
@@ -114,6 +114,9 @@ def embed_directory(
     flush_rows: int | None = None,
     allow_pickle_files: bool = False,
     decode: str = "auto",
+    engine: str = "local",
+    address: str | None = None,
+    gpus_per_worker: float = 0.0,
 ) -> EmbedResult:
     """Embed every image under ``folder`` into ``store``, incrementally.
 
@@ -137,6 +140,10 @@ def embed_directory(
         decode: where JPEGs are decoded: ``cpu`` (the workers, with Pillow), ``device`` (the
             encoder's device, with torchvision; other formats still on the CPU) or ``auto``
             (``device`` on CUDA when torchvision has nvJPEG there, else ``cpu``).
+        engine: ``local`` (this machine) or ``ray`` (decode in Ray Data tasks, embed in Ray actors;
+            the planning and the writing stay here). See ``vecmetric.engines``.
+        address: the Ray cluster (``auto``, ``HOST:PORT``); None starts a loopback-only local one.
+        gpus_per_worker: GPUs per Ray actor; 0 embeds on CPUs.
 
     Returns:
         An ``EmbedResult``.
@@ -145,13 +152,16 @@ def embed_directory(
         InputError: ``folder`` is missing or holds no images; ``decode`` is not auto, cpu or device.
         StoreMismatchError: the store was made by another model.
         StoreLockedError: another process is writing the store.
+        EngineError: ``engine`` is ``ray`` and Ray is missing or its run failed.
     """
+    from ..engines import check_engine, driver_device
     from ..engines.local import DECODE_CHOICES
 
     reporter = reporter_or_default(reporter)
     started = time.perf_counter()
     if decode not in DECODE_CHOICES:
         raise InputError(f"--decode must be auto, cpu or device, not {decode!r}")
+    check_engine(engine, device=device, decode=decode, gpus_per_worker=gpus_per_worker)
     root = Path(folder).expanduser().resolve()
     store_path = Path(store)
     existing_roots = open_store(store_path).roots if (store_path / MANIFEST_NAME).exists() else []
@@ -159,10 +169,11 @@ def embed_directory(
     if not scan.files:
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
-    embed_model = load_embed_model(store_path, model, device, precision, allow_pickle_files, decode)
+    embed_model = load_embed_model(store_path, model, driver_device(engine, device), precision, allow_pickle_files, decode)
     result = EmbedResult(store=str(store_path.resolve()), model=embed_model.encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
     engine_options = {"batch_size": batch_size, "workers": workers, "decode": decode, "flush_rows": flush_rows}
+    engine_options.update(engine=engine, address=address, gpus_per_worker=gpus_per_worker, precision=precision, allow_pickle_files=allow_pickle_files)
 
     prepare_store_folder(store_path)
     # The store is created under its lock: two runs racing to create it cannot both write a manifest.
@@ -175,6 +186,7 @@ def embed_directory(
         export = ensure_export(store_obj, embed_model, [entry.path for entry in plan.todo or scan.files], reporter)
         embed_model = settle_runtime(store_obj, embed_model, export)
         result.runtime = f"{embed_model.runtime['name']} {embed_model.runtime['precision']}"
+        engine_options["precision"] = embed_model.runtime["precision"]  # Ray's actors make the store's kind of vectors
         next_id = _run_plan(store_obj, embed_model.encoder, plan, result, engine_options, reporter)
         result.rows = store_obj.count()
         store_obj.write_errors(result.skipped)
