@@ -28,7 +28,7 @@ def vectors_by_path(store):
 
 
 def test_a_new_cpu_store_embeds_through_its_onnx_export(image_folder, tmp_path, tiny_encoder):
-    result = embed(image_folder, tmp_path / "store")
+    result = embed(image_folder, tmp_path / "store", runtime="onnxruntime")
     store = open_store(tmp_path / "store")
     assert store.manifest["runtime"] == {"name": "onnxruntime", "precision": "fp32"} and result.runtime == "onnxruntime fp32"
     assert export_state(model_dir(store.path), store.model["fingerprint"])[0] == "ok"
@@ -82,21 +82,21 @@ def test_verify_repairs_a_damaged_export_and_never_uses_it(image_folder, tmp_pat
 
 
 def test_a_second_store_of_the_model_copies_the_checked_export(image_folder, tmp_path, monkeypatch):
-    embed(image_folder, tmp_path / "first")
+    embed(image_folder, tmp_path / "first", runtime="onnxruntime")
     import vecmetric.encoders.export as export_module
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds a checked export")
 
     monkeypatch.setattr(export_module, "export_encoder", no_export)
-    embed(image_folder, tmp_path / "second")
+    embed(image_folder, tmp_path / "second", runtime="onnxruntime")
     second = open_store(tmp_path / "second")
     assert export_state(model_dir(second.path), second.model["fingerprint"])[0] == "ok"
     assert second.manifest["runtime"]["name"] == "onnxruntime"
 
 
 def test_an_unchanged_onnx_store_is_embedded_again_without_torch(image_folder, tmp_path):
-    embed(image_folder, tmp_path / "store")
+    embed(image_folder, tmp_path / "store", runtime="onnxruntime")
     code = (
         "import sys; from vecmetric.store import embed_directory; "
         f"r = embed_directory({str(image_folder)!r}, {str(tmp_path / 'store')!r}, device='cpu', workers=0); "
@@ -105,3 +105,39 @@ def test_an_unchanged_onnx_store_is_embedded_again_without_torch(image_folder, t
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(" ", 1) == ["12", "onnxruntime fp32 []\n"]
+
+
+@pytest.mark.parametrize("onnxruntime_rate, expected", [(300.0, "onnxruntime fp32"), (100.0, "torch fp32")])
+def test_auto_picks_the_runtime_the_export_measured_faster(image_folder, tmp_path, monkeypatch, onnxruntime_rate, expected):
+    import vecmetric.encoders.export as export_module
+
+    monkeypatch.setenv("VECMETRIC_CACHE_DIR", str(tmp_path / "cache"))  # no export measured by another test
+    rates = {"onnxruntime_images_per_s": onnxruntime_rate, "torch_images_per_s": 200.0}
+    monkeypatch.setattr(export_module, "_benchmark", lambda *args: dict(rates, torch_precision="fp32"))
+    result = embed(image_folder, tmp_path / "store", precision="fp32")
+    assert result.runtime == expected
+    assert open_store(tmp_path / "store").manifest["runtime"]["name"] == expected.split()[0]
+
+
+def test_runtime_torch_keeps_a_new_store_on_torch_and_a_store_keeps_its_runtime(image_folder, tmp_path):
+    result = embed(image_folder, tmp_path / "store", runtime="torch", precision="fp32")
+    assert result.runtime == "torch fp32"
+    assert export_state(model_dir(tmp_path / "store"), open_store(tmp_path / "store").model["fingerprint"])[0] == "ok"
+    with pytest.raises(StoreMismatchError, match="made with torch fp32, not onnxruntime"):
+        embed(image_folder, tmp_path / "store", runtime="onnxruntime")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"runtime": "tensorrt"}, "--runtime must be one of auto, onnxruntime, torch, not 'tensorrt'"),
+        ({"runtime": "onnxruntime", "precision": "bf16"}, "--precision bf16 needs torch"),
+        ({"runtime": "onnxruntime", "decode": "device"}, "--decode device needs torch"),
+    ],
+)
+def test_runtime_options_that_cannot_work_are_refused_before_any_work(image_folder, tmp_path, options, message):
+    from vecmetric.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        embed(image_folder, tmp_path / "store", **options)
+    assert not (tmp_path / "store").exists()

@@ -40,6 +40,9 @@ def embed_command(
         None, "--address", help="Ray cluster to run on, e.g. auto or HEAD:6379; FOLDER must be readable at the same path on every node. (default: a Ray instance on this machine, loopback only)", show_default=False
     ),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="Ray engine: GPUs per embedding actor (0.5: two actors share a GPU); 0 embeds on CPUs."),
+    runtime: str = typer.Option(
+        "auto", "--runtime", help="A new store's runtime: auto (onnxruntime on a CPU when it measures faster than torch), onnxruntime or torch. A store keeps its own."
+    ),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     allow_pickle_files: bool = AllowPickleOption,
@@ -68,6 +71,7 @@ def embed_command(
             reporter=reporter,
             allow_pickle_files=allow_pickle_files,
             decode=decode,
+            runtime=runtime,
             engine=engine,
             address=address,
             gpus_per_worker=gpus_per_worker,

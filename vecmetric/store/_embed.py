@@ -114,6 +114,7 @@ def embed_directory(
     flush_rows: int | None = None,
     allow_pickle_files: bool = False,
     decode: str = "auto",
+    runtime: str = "auto",
     engine: str = "local",
     address: str | None = None,
     gpus_per_worker: float = 0.0,
@@ -140,6 +141,8 @@ def embed_directory(
         decode: where JPEGs are decoded: ``cpu`` (the workers, with Pillow), ``device`` (the
             encoder's device, with torchvision; other formats still on the CPU) or ``auto``
             (``device`` on CUDA when torchvision has nvJPEG there, else ``cpu``).
+        runtime: a new store's runtime: ``auto`` (onnxruntime fp32 on a CPU when its export measured
+            faster than torch, else torch), ``onnxruntime`` or ``torch``; an existing store keeps its own.
         engine: ``local`` (this machine) or ``ray`` (decode in Ray Data tasks, embed in Ray actors;
             the planning and the writing stay here). See ``vecmetric.engines``.
         address: the Ray cluster (``auto``, ``HOST:PORT``); None starts a loopback-only local one.
@@ -150,7 +153,7 @@ def embed_directory(
 
     Raises:
         InputError: ``folder`` is missing or holds no images; ``decode`` is not auto, cpu or device.
-        StoreMismatchError: the store was made by another model.
+        StoreMismatchError: the store was made by another model, runtime or precision.
         StoreLockedError: another process is writing the store.
         EngineError: ``engine`` is ``ray`` and Ray is missing or its run failed.
     """
@@ -169,7 +172,7 @@ def embed_directory(
     if not scan.files:
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
-    embed_model = load_embed_model(store_path, model, driver_device(engine, device), precision, allow_pickle_files, decode)
+    embed_model = load_embed_model(store_path, model, driver_device(engine, device), precision, allow_pickle_files, decode, runtime)
     result = EmbedResult(store=str(store_path.resolve()), model=embed_model.encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
     engine_options = {"batch_size": batch_size, "workers": workers, "decode": decode, "flush_rows": flush_rows}

@@ -20,9 +20,10 @@ from ..runtime import ONNXRUNTIME, TORCH, export_state, load_export, model_dir
 from ._manifest import open_store
 from ._store import MANIFEST_NAME, Store
 
-__all__ = ["EmbedModel", "load_embed_model", "ensure_export", "settle_runtime", "export_store_model", "SAMPLE_IMAGES"]
+__all__ = ["RUNTIME_CHOICES", "EmbedModel", "load_embed_model", "ensure_export", "settle_runtime", "export_store_model", "SAMPLE_IMAGES"]
 
 SAMPLE_IMAGES = 8  # real images an export is checked on
+RUNTIME_CHOICES = ("auto", ONNXRUNTIME, TORCH)
 
 
 @dataclass
@@ -34,12 +35,14 @@ class EmbedModel:
         torch_encoder: the torch model when it was loaded (exports are made from it), else None.
         runtime: ``{"name", "precision"}`` as the manifest records it.
         may_switch: a new store on a CPU: it moves to onnxruntime once its export passes.
+        always_switch: ``--runtime onnxruntime``: it moves whether or not onnxruntime measured faster.
     """
 
     encoder: Any
     torch_encoder: Any
     runtime: dict[str, str]
     may_switch: bool = False
+    always_switch: bool = False
 
 
 def _recorded_precision(recorded: dict[str, str], precision: str) -> str:
@@ -52,21 +55,49 @@ def _recorded_precision(recorded: dict[str, str], precision: str) -> str:
     return recorded["precision"]
 
 
+def _check_runtime(runtime: str, recorded: dict[str, str] | None, device: str, precision: str, decode: str) -> None:
+    """Refuse a ``--runtime`` that is unknown, that the store was not made with, or that the other options rule out."""
+    from ..errors import InputError
+
+    if runtime not in RUNTIME_CHOICES:
+        raise InputError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {runtime!r}")
+    if recorded is not None and runtime not in ("auto", recorded["name"]):
+        raise StoreMismatchError(
+            f"this store's vectors were made with {recorded['name']} {recorded['precision']}, not {runtime}",
+            hint="leave out --runtime, or embed into a new store",
+        )
+    if runtime == ONNXRUNTIME and recorded is None:
+        if device not in ("auto", "cpu"):
+            raise InputError(f"--runtime onnxruntime runs on the CPU, not --device {device}")
+        if precision == "bf16" or decode == "device":
+            option = "--precision bf16" if precision == "bf16" else "--decode device"
+            raise InputError(f"{option} needs torch", hint="leave out --runtime onnxruntime (it runs fp32 on the CPU)")
+
+
 def load_embed_model(
-    store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool = False, decode: str = "auto"
+    store_path: Path,
+    model: str | None,
+    device: str,
+    precision: str,
+    allow_pickle_files: bool = False,
+    decode: str = "auto",
+    runtime: str = "auto",
 ) -> EmbedModel:
     """The model that embeds into ``store_path``: the store's recorded runtime, or for a new store the best one here.
 
     An onnxruntime store whose export is usable embeds without loading torch at all. ``decode="device"``
-    (JPEGs decoded by torchvision on the model's device) keeps a new store on torch.
+    (JPEGs decoded by torchvision on the model's device) keeps a new store on torch. ``runtime`` picks a
+    new store's runtime (``auto``: onnxruntime on a CPU when it measured faster than torch).
 
     Raises:
-        EncoderError: the model cannot be loaded; StoreMismatchError: a precision the store was not made with.
+        EncoderError: the model cannot be loaded; StoreMismatchError: a precision or runtime the store was
+        not made with; InputError: an unknown runtime, or one the other options rule out.
     """
     from ..encoders import load_encoder
 
     store = open_store(store_path) if (store_path / MANIFEST_NAME).exists() else None
     recorded = store.manifest.get("runtime") if store is not None else None
+    _check_runtime(runtime, recorded, device, precision, decode)
     if recorded is not None:
         precision = _recorded_precision(recorded, precision)
         if recorded["name"] == ONNXRUNTIME and model is None and device in ("auto", "cpu"):
@@ -74,13 +105,15 @@ def load_embed_model(
             if export_state(folder, store.model["fingerprint"])[0] == "ok":
                 return EmbedModel(load_export(folder, store.model["fingerprint"]), None, dict(recorded))
             device = "cpu"  # the export must be made again (under the lock), from the model on the CPU
+    if runtime == ONNXRUNTIME and recorded is None:
+        device = "cpu"  # the torch model is only exported and checked; onnxruntime embeds on the CPU
     spec = model or (store.model["spec"] if store is not None else None)
     torch_encoder = load_encoder(spec, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
     if recorded is not None:
         return EmbedModel(torch_encoder, torch_encoder, dict(recorded))
     # A store made before runtimes were recorded (or a new one) embeds with torch as it is loaded now.
-    may_switch = store is None and torch_encoder.device.type == "cpu" and precision != "bf16" and decode != "device"
-    return EmbedModel(torch_encoder, torch_encoder, {"name": TORCH, "precision": torch_encoder.precision}, may_switch)
+    may_switch = store is None and torch_encoder.device.type == "cpu" and precision != "bf16" and decode != "device" and runtime != TORCH
+    return EmbedModel(torch_encoder, torch_encoder, {"name": TORCH, "precision": torch_encoder.precision}, may_switch, runtime == ONNXRUNTIME)
 
 
 def _decodable(paths: Sequence[str], preprocess, count: int) -> list[str]:
@@ -144,7 +177,8 @@ def settle_runtime(store: Store, embed_model: EmbedModel, info) -> EmbedModel:
     Returns:
         The ``EmbedModel`` to embed with.
     """
-    switch = embed_model.may_switch and info is not None and info.ok and info.onnxruntime_faster is not False
+    faster = embed_model.always_switch or info is None or info.onnxruntime_faster is not False
+    switch = embed_model.may_switch and info is not None and info.ok and faster
     wants_onnx = switch or embed_model.runtime["name"] == ONNXRUNTIME
     if wants_onnx and embed_model.encoder is embed_model.torch_encoder:
         try:
