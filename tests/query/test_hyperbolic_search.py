@@ -57,3 +57,26 @@ def test_a_hyperbolic_query_cannot_subtract(ball_store):
     query = Query.of([Term(TermKind.ROW, 1), Term(TermKind.ROW, 2, -1.0)], "@1 - @2")
     with pytest.raises(InputError, match="cannot subtract"):
         search_store(store, [query], k=3)
+
+
+def test_a_sharded_hyperbolic_index_answers_as_one_index(ball_store):
+    from vecmetric.index import ShardedIndex, build_index, load_current_index
+
+    store, points = ball_store
+    build_index(open_store(store), shards=3)
+    assert isinstance(load_current_index(open_store(store)), ShardedIndex)
+    queries = [Query.of([Term(TermKind.ROW, i)], f"@{i}") for i in range(0, 600, 15)]
+    found = np.array([[hit.id for hit in r] for r in search_store(store, queries, k=10)])
+    truth_ids, _ = exact_search(points, points[::15], 11, metric="poincare", ids=np.arange(600), curvature=CURVATURE)
+    truth = [[i for i in row if i != q][:10] for q, row in zip(range(0, 600, 15), truth_ids)]
+    assert recall_at_k(found, truth) >= 0.95
+
+
+def test_dedup_refuses_a_hyperbolic_store_in_one_line(ball_store):
+    from vecmetric.dedup import dedup_store
+
+    store, _ = ball_store
+    with pytest.raises(InputError, match="dedup does not support hyperbolic") as caught:
+        dedup_store(store, threshold=0.1)
+    assert "search --like" in caught.value.hint
+    assert not (store / "_index").exists()  # refused before any index was built

@@ -61,6 +61,13 @@ def _read_rows(store) -> tuple[Rows, Any, list]:
 
 def _check_options(store, threshold, auto: bool | None, keep: str) -> str:
     """Refuse bad options before any index is built; returns the metric the threshold will be in."""
+    from ..distances import geometry_of
+
+    if geometry_of(store.model).hyperbolic:
+        raise InputError(
+            "dedup does not support hyperbolic (Poincare) stores yet",
+            hint="'vecmetric search --like ID' finds an image's nearest neighbours by exact Poincare distance",
+        )
     keeper_key(keep)
     if auto and threshold is not None:
         raise UsageError("--threshold and --auto cannot go together", hint="give one: a threshold, or --auto to choose it")
