@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fsutil import is_dead_temporary
-from .errors import ExportError, IndexStateError, ManifestError, reason
+from .errors import EncoderError, ExportError, IndexStateError, ManifestError, reason
 from .store import LOCK_NAME, META_COLUMNS, StoreLock, open_store, rebuild_manifest, store_schema
 
 __all__ = ["Finding", "VerifyReport", "verify_store"]
@@ -276,4 +276,7 @@ def _check_export(store, report: VerifyReport, repair: bool) -> None:
     detail = {"missing": "the store has no exported query model, so searches load the model with torch"}.get(state, f"the exported query model is {state}: {why}")
     finding = report.add("export", detail, True, [str(folder)])
     if repair:
-        finding.repaired = export_store_model(store.path, take_lock=False).ok
+        try:
+            finding.repaired = export_store_model(store.path, take_lock=False).ok
+        except EncoderError as exc:  # the model cannot be loaded here (weights not at hand): say so, go on
+            finding.detail += f"; not exported again: {exc.message}"

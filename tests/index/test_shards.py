@@ -258,7 +258,7 @@ def test_the_command_line_over_a_sharded_index(image_folder, tmp_path, tiny_mode
     assert (built["count"], built["shards"], built["touched"], built["rebuilt"]) == (12, 3, [0, 1, 2], True)
     assert "index built: 12 vectors in 3 shards (3 written)" in run("index", "--store", store, "--rebuild")
     for query in sorted(image_folder.rglob("*.png"))[::5]:
-        hits = [json.loads(line) for line in run("search", query, "--store", store, "--k", "3", "--json").splitlines()]
+        hits = [json.loads(line) for line in run("search", query, "--store", store, "--k", "3", "--json", "--keep-query-images").splitlines()]
         assert hits[0]["path"] == str(query) and len(hits) == 3
     info = json.loads(run("info", "--store", store, "--json"))
     assert info["index"]["shards"] == 3 and info["index"]["status"] == "current"
