@@ -1,0 +1,82 @@
+"""Stores to serve: bundled Omniglot characters embedded with the tiny model (its ONNX export in ``_model/``)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import TINY_MODEL
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = REPO_ROOT / "examples" / "data" / "omniglot" / "test"
+
+
+def copy_characters(target: Path, classes: int = 4, per_class: int = 5, skip: int = 0) -> list[Path]:
+    """Copy ``per_class`` drawings of ``classes`` bundled Omniglot characters into ``target/<class>/``."""
+    copied = []
+    for folder in sorted(p for p in BUNDLED.iterdir() if p.is_dir())[skip : skip + classes]:
+        for image in sorted(folder.glob("*.png"))[:per_class]:
+            (target / folder.name).mkdir(parents=True, exist_ok=True)
+            copied.append(Path(shutil.copy2(image, target / folder.name / image.name)))
+    return copied
+
+
+def build_store(root: Path, **kwargs) -> Path:
+    """``root/images`` (bundled characters) embedded into ``root/store`` with the tiny model, indexed."""
+    from vecmetric.index import build_index
+    from vecmetric.runtime import model_dir
+    from vecmetric.store import embed_directory, open_store
+
+    copy_characters(root / "images", **kwargs)
+    embed_directory(root / "images", root / "store", model=TINY_MODEL, device="cpu", precision="fp32", workers=0)
+    build_index(open_store(root / "store"))
+    assert (model_dir(root / "store") / "export.json").is_file()  # the server must not need torch
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def served_store(tmp_path_factory) -> Path:
+    """One store per test module, never changed by the tests (4 characters x 5 drawings)."""
+    return build_store(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture
+def own_store(tmp_path) -> Path:
+    """A store of the test's own, to change (3 characters x 4 drawings)."""
+    return build_store(tmp_path / "own", classes=3, per_class=4)
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "a condition"):
+    """Poll ``condition()`` until it returns something true (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def client_for():
+    """``client_for(store, **create_app_kwargs)``: a started TestClient (lifespan run, index loaded), closed after the test."""
+    from fastapi.testclient import TestClient
+
+    from vecmetric.serve import create_app
+
+    opened = []
+
+    def make(store, base_url: str = "http://127.0.0.1:8000", **kwargs):
+        kwargs.setdefault("thumbnails_on_disk", False)
+        client = TestClient(create_app(store, **kwargs), base_url=base_url, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        if kwargs.get("warm_up", True):
+            wait_for(lambda: client.get("/healthz").status_code == 200, what="/healthz")
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
