@@ -12,9 +12,10 @@ from ._progress import RichReporter
 
 
 def _verbose() -> bool:
-    import click
+    """Whether the root ``--verbose`` was given (``configure_logging`` lets library logs through then)."""
+    import logging
 
-    return bool(click.get_current_context().find_root().params.get("verbose"))
+    return logging.getLogger().level <= logging.INFO
 
 
 @handle_errors
