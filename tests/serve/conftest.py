@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -80,3 +81,24 @@ def client_for():
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+
+
+class LoopbackServer:
+    """The app under uvicorn in a thread, on 127.0.0.1 and a free port; ``stop()`` ends it."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from vecmetric.serve import listen
+
+        self.app = app
+        self.sock = listen("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()

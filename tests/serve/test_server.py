@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import copy_characters, wait_for
+from conftest import LoopbackServer, copy_characters, wait_for
 
 
 def children_of(pid: int) -> set[int]:
@@ -59,27 +59,6 @@ def test_vecmetric_serve_imports_no_torch_and_stops_on_ctrl_c(served_store):
     text = "".join(lines)
     assert "Traceback" not in text and text.rstrip().endswith("stopped"), text
     assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in workers)
-
-
-class LoopbackServer:
-    """The app under uvicorn in a thread, on 127.0.0.1 and a free port; ``stop()`` ends it."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        from vecmetric.serve import listen
-
-        self.app = app
-        self.sock = listen("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
 
 
 class Prober(threading.Thread):
