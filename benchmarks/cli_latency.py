@@ -56,15 +56,15 @@ def mark(name):
     global t
     now = time.perf_counter(); out[name] = now - t; t = now
 import vecmetric.cli._app; mark("import the CLI (typer, all commands)")
-from vecmetric.index._build import load_current_index
-from vecmetric.index._search import _rows_by_id
+from vecmetric.index import load_current_index
+from vecmetric.query._rows import rows_by_id
 from vecmetric.store import open_store
 mark("import store and index code (hnswlib, pyarrow)")
 store = open_store(sys.argv[4]); encoder.fingerprint == store.model["fingerprint"]; mark("open the store, check the model")
 index = load_current_index(store); mark("check and load the index")
 labels, distances = index.query(vector, 5); mark("query the index")
-rows = _rows_by_id(store, np.unique(labels)); mark("read the hits' paths and labels (Parquet)")
-for rank, i in enumerate(labels[0]): json.dumps({"rank": rank, "path": rows[int(i)][0]})
+rows = rows_by_id(store, np.unique(labels), columns=("path", "label")); mark("read the hits' paths and labels (Parquet)")
+for rank, i in enumerate(labels[0]): json.dumps({"rank": rank, "path": rows[int(i)]["path"]})
 mark("format the results")
 print(json.dumps(out))
 """

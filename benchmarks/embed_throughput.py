@@ -1,4 +1,4 @@
-"""Does decoding hide behind the model? ``embed_directory`` against the encoder's own forward speed.
+"""Does decoding hide behind the model? ``embed_directory`` against the machine's limit for the work.
 
 Makes N natural-looking 1024x768 JPEGs (quality 90), then measures in one process:
 
@@ -11,7 +11,11 @@ Makes N natural-looking 1024x768 JPEGs (quality 90), then measures in one proces
    worker count bounds what the pipeline can reach;
 4. optionally (``--variants``) the forward speed of fp32/bf16 with NCHW/channels_last layouts.
 
-Target (issue 2): pipeline / forward >= 0.90.
+On a CPU, where decoding and the model share the cores, the limit is
+``1 / (1/forward + decode core-seconds per image / cores)`` with ``forward`` the fastest of
+onnxruntime (the model's ONNX export, fp32) and torch (auto precision) on the same batches: the
+pipeline should reach 0.90 of it (issue 10), and the store's vectors should keep a cosine of at least
+0.9999 to torch fp32's. On a GPU, where decoding runs beside the model, pipeline / forward >= 0.90.
 
     python benchmarks/embed_throughput.py                       # small, for a 2-core laptop
     python benchmarks/embed_throughput.py --images 20000 --workers 8,15   # a 16-core GPU box
@@ -99,6 +103,24 @@ def forward_rate(encoder, tensors, images: int, batch_size: int, forward=None) -
     return len(batches) * batch_size / (time.perf_counter() - started)
 
 
+def _onnx_forward(encoder, tensors, images: int, batch_size: int) -> float:
+    """Images/s of the model's ONNX export run by onnxruntime (fp32) on the same batches."""
+    import numpy as np
+
+    from vecmetric.encoders.export import shared_export
+
+    exported = shared_export(encoder)
+    if exported is None:
+        return 0.0
+    batch = np.asarray(tensors[:batch_size])
+    exported.embed_tensors(batch)
+    started, done = time.perf_counter(), 0
+    while done < images:
+        exported.embed_tensors(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
 def variant_forward(encoder, precision: str, channels_last: bool):
     """A forward like ``Encoder.embed_tensors`` but with the precision and layout chosen here."""
     import contextlib
@@ -170,6 +192,7 @@ def run_pipeline(folder: Path, args, workers, decode: str):
             decode=decode,
         )
         done = time.perf_counter()
+        cosine = _min_cosine_to_fp32(Path(store_dir) / "store", args)
     n = result.embedded
     return {
         "embedded": n,
@@ -178,7 +201,24 @@ def run_pipeline(folder: Path, args, workers, decode: str):
         "end_to_end_ips": n / (done - called),
         "setup_s": marks["start"] - called,
         "first_batch_s": marks.get("first", done) - marks["start"],
+        "runtime": result.runtime,
+        "min_cosine": cosine,
     }
+
+
+def _min_cosine_to_fp32(store_path: Path, args, count: int = 32) -> float:
+    """The worst cosine between the store's vectors and torch fp32's for the same files (the first ``count``)."""
+    import numpy as np
+
+    from vecmetric.encoders import load_encoder
+    from vecmetric.store import embeddings_to_numpy, open_store
+
+    table = open_store(store_path).read_table(["path", "embedding"])
+    paths = table.column("path").to_pylist()[:count]
+    stored = embeddings_to_numpy(table.column("embedding"))[:count]
+    reference = load_encoder(args.model, device="cpu", precision="fp32").embed_paths(paths)
+    cos = (stored * reference).sum(1) / (np.linalg.norm(stored, axis=1) * np.linalg.norm(reference, axis=1))
+    return float(cos.min())
 
 
 def main(argv=None) -> None:
@@ -202,7 +242,8 @@ def main(argv=None) -> None:
         fwd_images = args.forward_images or min(args.images, 2048)
         tensors = predecode(paths, encoder.preprocess, min(len(paths), 512))
         forward_before = forward_rate(encoder, tensors, fwd_images, args.batch_size)
-        print(f"forward: {forward_before:.1f} images/s; decode on one core: {per_core:.1f} images/s", flush=True)
+        onnx_rate = _onnx_forward(encoder, tensors, fwd_images, args.batch_size) if encoder.device.type == "cpu" else None
+        print(f"forward: torch {forward_before:.1f}, onnxruntime {onnx_rate or 0:.1f} images/s; decode on one core: {per_core:.1f} images/s", flush=True)
 
         pipelines = []
         for decode in [d.strip() for d in args.decode.split(",")]:
@@ -213,25 +254,35 @@ def main(argv=None) -> None:
                 stats["workers_label"] = (f"{stats['workers']} (default)" if workers is None else str(workers)) + f" workers, --decode {decode}"
                 pipelines.append(stats)
                 print(f"pipeline, {stats['workers_label']}: {stats['pipeline_ips']:.1f} images/s", flush=True)
-        forward_after = forward_rate(encoder, tensors, fwd_images, args.batch_size)
-        forward = max(forward_before, forward_after)
+        torch_forward = max(forward_before, forward_rate(encoder, tensors, fwd_images, args.batch_size))
+        if onnx_rate is not None:
+            onnx_rate = max(onnx_rate, _onnx_forward(encoder, tensors, fwd_images, args.batch_size))
+        forward = max(torch_forward, onnx_rate or 0.0)
+        # On a CPU decoding takes cores from the model: the limit counts both; on a GPU it runs beside it.
+        limit = 1 / (1 / forward + 1 / per_core / usable_cores()) if encoder.device.type == "cpu" else forward
+        limit_name = "the limit 1 / (1/forward + decode s / cores)" if encoder.device.type == "cpu" else "the forward"
 
         rows = [
-            ["encoder forward on pre-decoded uint8 tensors (best of 2)", forward, "1.00", ""],
+            [f"torch forward ({encoder.precision}, channels_last) on pre-decoded uint8 batches (best of 2)", torch_forward, f"{torch_forward / limit:.2f}", ""],
         ]
+        if onnx_rate is not None:
+            rows.append(["onnxruntime forward (the ONNX export, fp32) on the same batches (best of 2)", onnx_rate, f"{onnx_rate / limit:.2f}", ""])
+        rows.append(["decoding alone (read + hash + draft decode + resize), 1 core", per_core, f"{per_core / limit:.2f}", ""])
+        if encoder.device.type == "cpu":
+            rows.append([f"limit: 1 / (1/{forward:.1f} + 1/{per_core:.1f} / {usable_cores()} cores)", limit, "1.00", ""])
         for s in pipelines:
-            ratio = s["pipeline_ips"] / forward
+            ratio = s["pipeline_ips"] / limit
             verdict = "meets" if ratio >= TARGET else "MISSES"
-            rows.append([f"embed_directory pipeline, {s['workers_label']}", s["pipeline_ips"], f"{ratio:.2f}", f"{verdict} >= {TARGET:.2f}"])
+            label = f"embed_directory pipeline ({s['runtime']}), {s['workers_label']}; min cosine to torch fp32 {s['min_cosine']:.5f}"
+            rows.append([label, s["pipeline_ips"], f"{ratio:.2f}", f"{verdict} >= {TARGET:.2f}"])
             rows.append(
                 [
                     f"embed_directory end to end incl. model load ({s['setup_s']:.1f} s), {s['workers_label']}",
                     s["end_to_end_ips"],
-                    f"{s['end_to_end_ips'] / forward:.2f}",
+                    f"{s['end_to_end_ips'] / limit:.2f}",
                     "",
                 ]
             )
-        rows.append(["decoding alone (read + hash + draft decode + resize), 1 core", per_core, f"{per_core / forward:.2f}", ""])
         gpu_rate = None
         if encoder.device.type == "cuda":
             try:
@@ -239,7 +290,7 @@ def main(argv=None) -> None:
                 rows.append(["nvJPEG decode + resize on the GPU alone (torchvision, from bytes in memory)", gpu_rate, f"{gpu_rate / forward:.2f}", ""])
             except Exception as exc:  # noqa: BLE001 - a probe only
                 print(f"GPU decode probe failed: {exc}", flush=True)
-        headers = ["measurement", "images/s", "/ forward", "target"]
+        headers = ["measurement", "images/s", "/ limit" if encoder.device.type == "cpu" else "/ forward", "target"]
         main_table = print_table(
             f"{args.model} on {encoder.device} ({encoder.precision}), batch {args.batch_size}, {len(paths)} JPEGs 1024x768",
             headers,
@@ -272,11 +323,12 @@ def main(argv=None) -> None:
             )
 
     best = max(pipelines, key=lambda s: s["pipeline_ips"])
-    ratio = best["pipeline_ips"] / forward
+    ratio = best["pipeline_ips"] / limit
     ceiling = best["workers"] * per_core
     on_gpu = best["decode"] == "device" or (best["decode"] == "auto" and encoder.device.type == "cuda")
     notes = [
-        f"Pipeline / forward = **{ratio:.2f}** (target >= {TARGET:.2f}: {'met' if ratio >= TARGET else 'missed'}).",
+        f"Pipeline / {limit_name} = **{ratio:.2f}** (target >= {TARGET:.2f}: {'met' if ratio >= TARGET else 'missed'}); "
+        f"the store's vectors keep a cosine of at least {min(s['min_cosine'] for s in pipelines):.5f} to torch fp32's (target >= 0.9999).",
         f"Decoding ceiling: nvJPEG alone decodes {gpu_rate:.0f} images/s here ({gpu_rate / forward:.2f} of the forward); "
         "the workers only read and hash files."
         if on_gpu and gpu_rate

@@ -317,7 +317,7 @@ def main() -> None:
         "--model", "default", "--embedding-dim", str(args.embedding_dim), "--image-size", str(args.image_size),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--m-per-class", str(args.m_per_class),
         "--lr", str(args.lr), "--freeze-bn", "--no-flip", "--seed", str(args.seed), "--workers", str(args.workers),
-        "--device", args.device, "--val-classes", "0.2",
+        "--device", args.device, "--val-classes", "0.2", "--loss", "triplet",  # the reference loop is triplet
     ]
     state_path = run_dir / "last" / "state.json"
     finished = state_path.is_file() and json.loads(state_path.read_text())["epoch"] == args.epochs

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         options = TrainOptions(
             model="default", embedding_dim=128, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
             m_per_class=args.m_per_class, lr=3e-4, freeze_bn=True, flip=False, seed=0, workers=workers,
-            device=args.device, val_classes=0.2, cache=args.cache,
+            device=args.device, val_classes=0.2, cache=args.cache, loss="triplet",  # as the bare loop
         )
         bare_args = argparse.Namespace(
             embedding_dim=128, seed=0, image_size=args.image_size, batch_size=args.batch_size, m_per_class=args.m_per_class,

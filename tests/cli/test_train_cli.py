@@ -53,8 +53,10 @@ def test_train_table_output_and_resume_of_a_finished_run(cli_run):
 
 def test_run_dir_holding_a_different_run(cli_run):
     data, run_dir, _ = cli_run
-    result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05", "--margin", "0.5")
-    one_error_line(result, 7, pattern=r"holds a different run \(margin 0.2 -> 0.5\)")
+    result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05", "--loss", "supcon", "--resume")
+    one_error_line(result, 7, pattern=r"holds a run of --loss multi-similarity, not supcon \(.*resume it with --loss multi-similarity\)")
+    result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05", "--seed", "3")
+    one_error_line(result, 7, pattern=r"holds a different run \(seed 0 -> 3\)")
     result = run("train", data, "--out", run_dir, *FAST, "--val-classes", "class_04,class_05")
     one_error_line(result, 7, pattern="already holds this run.*--resume")
 
@@ -65,9 +67,19 @@ def test_run_dir_holding_a_different_run(cli_run):
         (1, 4, [], 7, "1 usable class.*at least 2"),
         (3, 1, [], 7, "0 usable class"),
         (6, 3, ["--m-per-class", "4", "--val-classes", "0"], 7, "--m-per-class 4 is larger than 6 training class"),
-        (6, 4, ["--miner", "random"], 7, "unknown --miner 'random'.*semihard"),
+        (6, 4, ["--miner", "random"], 7, "unknown --miner 'random' for --loss multi-similarity.*multi-similarity, all"),
+        (6, 4, ["--loss", "triplet", "--miner", "random"], 7, "unknown --miner 'random' for --loss triplet.*semihard"),
+        (6, 4, ["--margin", "0.3"], 7, "--loss multi-similarity has no margin"),
         (6, 4, ["--val-classes", "1.5"], 7, "--val-classes 1.5"),
         (6, 4, ["--cache", "disk"], 7, "unknown --cache 'disk'.*auto, ram, off"),
+        (6, 4, ["--loss", "arcface"], 7, "unknown --loss 'arcface'.*triplet, multi-similarity"),
+        (6, 4, ["--geometry", "spherical"], 7, "unknown --geometry 'spherical'.*euclidean, hyperbolic"),
+        (6, 4, ["--geometry", "hyperbolic", "--curvature", "-1"], 7, "--curvature must be positive, not -1.*Gaussian curvature is -c"),
+        (6, 4, ["--geometry", "hyperbolic", "--curvature", "0"], 7, "--curvature must be positive, not 0"),
+        (6, 4, ["--loss", "supcon", "--miner", "semihard"], 7, "--loss supcon takes no --miner"),
+        (6, 4, ["--loss", "supcon", "--margin", "0.3"], 7, "--loss supcon has no margin"),
+        (6, 4, ["--loss", "normalized-softmax", "--margin", "0.3"], 7, "--loss normalized-softmax has no margin"),
+        (6, 4, ["--loss", "proxy-anchor", "--geometry", "hyperbolic"], 7, "--loss proxy-anchor does not work with --geometry hyperbolic"),
         (6, 4, ["--model", "timm:no_such_model_xyz"], 4, "unknown timm model"),
     ],
 )
@@ -86,7 +98,8 @@ def test_help_documents_every_option_with_its_default():
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250", "TERM": "dumb"})
     assert result.exit_code == 0
     text = result.stdout
-    for option in ("--out", "--model", "--embedding-dim", "--metric", "--margin", "--miner", "--m-per-class", "--batch-size",
+    for option in ("--out", "--model", "--embedding-dim", "--loss", "--metric", "--geometry", "--curvature", "--margin", "--miner",
+                   "--temperature", "--proxy-lr", "--m-per-class", "--batch-size",
                    "--val-classes", "--epochs", "--lr", "--head-lr", "--warmup", "--freeze-backbone-epochs", "--freeze-bn", "--image-size",
                    "--flip", "--seed", "--workers", "--cache", "--device", "--devices", "--num-nodes", "--precision", "--resume", "--json"):
         assert option in text, option

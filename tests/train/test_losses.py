@@ -94,3 +94,51 @@ def test_counting_every_triplet_by_masks_equals_listing_them(metric, n):
     listed = active_triplet_counts(embeddings, labels, lmu.get_all_triplets_indices(labels), distance, 0.1)
     assert [float(x) for x in counted] == [float(x) for x in listed]
     assert 0 < float(counted[0]) < float(counted[1])
+
+
+def test_cosine_contrastive_loss_matches_hand_computation():
+    # Similarities as above plus s(2,3) = 0.6. Positives are pulled to 1 (loss 1 - s), negatives pushed below 0
+    # (loss s): positives 0.4 each; negatives 0.8, 0, 0.96, 0.8. Each part is averaged over its non-zero pairs.
+    emb = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
+    loss = build_loss("cosine", loss="contrastive")(emb, LABELS)
+    assert loss.item() == pytest.approx(0.4 + (0.8 + 0.96 + 0.8) / 3, abs=1e-6)
+
+
+def test_hyperbolic_supcon_is_the_pairwise_cross_entropy_of_poincare_distances():
+    """Hyp-ViT's loss: for anchor i and positive p, -log(exp(-d(i,p)/t) / sum over k != i of exp(-d(i,k)/t)),
+    averaged over the positives, then over the anchors; d worked out by the Mobius-addition formula."""
+    c, t = 0.5, 0.1
+    emb = torch.tensor([[0.1, 0.2], [0.3, -0.1], [-0.5, 0.4], [-0.2, -0.6], [0.0, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1, 0])
+
+    def mobius(x, y):
+        x, y = -x.double(), y.double()
+        xy, xx, yy = (x * y).sum(), (x * x).sum(), (y * y).sum()
+        added = ((1 + 2 * c * xy + c * yy) * x + (1 - c * xx) * y) / (1 + 2 * c * xy + c * c * xx * yy)
+        return 2 / math.sqrt(c) * math.atanh(math.sqrt(c) * added.norm().item())
+
+    d = [[mobius(a, b) for b in emb] for a in emb]
+    per_anchor = []
+    for i in range(5):
+        denominator = sum(math.exp(-d[i][k] / t) for k in range(5) if k != i)
+        positives = [p for p in range(5) if p != i and labels[p] == labels[i]]
+        per_anchor.append(-sum(math.log(math.exp(-d[i][p] / t) / denominator) for p in positives) / len(positives))
+    loss = build_loss("poincare", loss="supcon", temperature=t, curvature=c)(emb, labels)
+    assert loss.item() == pytest.approx(sum(per_anchor) / 5, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "loss, miner, expected",
+    [("multi-similarity", None, "MultiSimilarityMiner"), ("multi-similarity", "all", None), ("contrastive", None, None),
+     ("contrastive", "batch-hard", "BatchHardMiner"), ("supcon", None, None), ("proxy-anchor", None, None)],
+)
+def test_each_loss_gets_its_miner(loss, miner, expected):
+    built = build_miner(miner, "cosine", None, loss=loss)
+    assert (type(built).__name__ if built is not None else None) == expected
+
+
+def test_proxy_losses_hold_their_proxies_as_parameters():
+    for name, shape in (("proxy-anchor", (5, 3)), ("normalized-softmax", (3, 5))):
+        params = list(build_loss("cosine", loss=name, num_classes=5, embedding_dim=3).parameters())
+        assert [tuple(p.shape) for p in params] == [shape], name
+    assert not list(build_loss("cosine", loss="supcon").parameters())

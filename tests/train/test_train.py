@@ -38,7 +38,7 @@ def test_run_folder_holds_everything_and_is_a_model_spec(trained_run):
     import json
 
     config = json.loads((run / "config.json").read_text())
-    assert config["training"]["args"]["miner"] == "semihard"
+    assert (config["training"]["args"]["loss"], config["training"]["args"]["miner"]) == ("multi-similarity", "multi-similarity")
     assert config["training"]["data"]["val_classes"] == ["class_04", "class_05"]
     assert config["training"]["epoch"] == result.best_epoch
 
@@ -94,13 +94,13 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     data = make_class_folders(tmp_path / "data")
-    options = fast_options(epochs=2, embedding_dim=8, miner="batch-hard")
+    options = fast_options(epochs=2, embedding_dim=8, loss="triplet", miner="batch-hard")
     straight = train(data, tmp_path / "straight", options, RecordingReporter())
 
     with pytest.raises(KeyboardInterrupt):
         train(data, tmp_path / "resumed", options, RecordingReporter(interrupt_after=1))
     assert not (tmp_path / "resumed" / "curves.png").exists()
-    resumed = train(data, tmp_path / "resumed", fast_options(epochs=2, embedding_dim=8, miner="batch-hard", resume=True), RecordingReporter())
+    resumed = train(data, tmp_path / "resumed", fast_options(epochs=2, embedding_dim=8, loss="triplet", miner="batch-hard", resume=True), RecordingReporter())
     assert resumed.resumed_from_epoch == 1
 
     for name in ("last/model.safetensors", "last/optimizer.safetensors", "model.safetensors"):

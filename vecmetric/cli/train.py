@@ -1,4 +1,4 @@
-"""``vecmetric train DATA_DIR --out RUN_DIR``: triplet-loss fine-tuning on class folders."""
+"""``vecmetric train DATA_DIR --out RUN_DIR``: metric-learning fine-tuning on class folders."""
 
 from __future__ import annotations
 
@@ -42,9 +42,14 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: best model (a valid --model spec), last state, metrics.csv, curves.png.", show_default=False),
     model: str = typer.Option("default", "--model", "-m", help="Encoder to fine-tune: default, timm:NAME, open_clip:ARCH@TAG or a checkpoint folder."),
     embedding_dim: int = typer.Option(None, "--embedding-dim", help="Add a linear projection head to this size.", show_default="keep the backbone's size, no head"),
-    metric: str = typer.Option("cosine", "--metric", help="cosine (L2-normalised embeddings) or l2 (raw embeddings, Euclidean); used for loss, validation and later indexes."),
-    margin: float = typer.Option(0.2, "--margin", help="Triplet margin (suited to cosine similarity; scale it to the feature norms for l2)."),
-    miner: str = typer.Option("semihard", "--miner", help="Triplet mining: semihard, hard, all (no mining) or batch-hard."),
+    loss: str = typer.Option(None, "--loss", help="triplet, multi-similarity, contrastive, proxy-anchor, normalized-softmax or supcon (README: which to pick).", show_default="multi-similarity; triplet for l2, supcon if hyperbolic"),
+    metric: str = typer.Option(None, "--metric", help="cosine (L2-normalised embeddings) or l2 (raw, Euclidean); used for loss, validation and indexes. Not with --geometry hyperbolic.", show_default="cosine"),
+    geometry: str = typer.Option("euclidean", "--geometry", help="euclidean, or hyperbolic: a Poincare-ball head, measured by the Poincare distance everywhere (triplet, contrastive, supcon)."),
+    curvature: float = typer.Option(None, "--curvature", help="c > 0 of the Poincare ball: radius 1/sqrt(c), Gaussian curvature -c (hyperbolic only).", show_default="0.1"),
+    margin: float = typer.Option(None, "--margin", help="Margin of triplet (scale it to the norms for l2), contrastive (negatives') or proxy-anchor.", show_default="0.2; 0 (cosine) or 1; 0.1"),
+    miner: str = typer.Option(None, "--miner", help="triplet: semihard, hard, all, batch-hard; multi-similarity: multi-similarity, all; contrastive: all, batch-hard.", show_default="the first"),
+    temperature: float = typer.Option(None, "--temperature", help="Temperature of supcon (0.2 on the Poincare ball, as Hyp-ViT) and normalized-softmax.", show_default="0.1; 0.05"),
+    proxy_lr: float = typer.Option(None, "--proxy-lr", help="Learning rate of the proxies of proxy-anchor and normalized-softmax.", show_default="100 x --lr"),
     m_per_class: int = typer.Option(4, "--m-per-class", help="Images of each class in a batch (every training class needs at least this many)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch on each device; a multiple of --m-per-class."),
     val_classes: str = typer.Option("0.2", "--val-classes", help="Classes held out for validation: a fraction (0 for none) or comma-separated class names."),
@@ -67,7 +72,7 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out with the same options; the result equals an uninterrupted run.", show_default="off"),
     json_out: bool = JsonOption,
 ) -> None:
-    """Fine-tune an encoder with triplet loss so that images of a class are close together.
+    """Fine-tune an encoder with a metric-learning loss so that images of a class are close together.
 
     Classes, not images, are split into training and validation, so the validation metrics
     measure retrieval among classes the model never saw. Each epoch logs loss, the fraction of
@@ -80,9 +85,14 @@ def train_command(
     options = TrainOptions(
         model=model,
         embedding_dim=embedding_dim,
+        loss=loss,
         metric=metric,
+        geometry=geometry,
+        curvature=curvature,
         margin=margin,
         miner=miner,
+        temperature=temperature,
+        proxy_lr=proxy_lr,
         m_per_class=m_per_class,
         batch_size=batch_size,
         val_classes=val_classes,

@@ -91,7 +91,11 @@ def build_architecture(architecture: ArchitectureConfig):
         dim = backbone.output_dim
     else:
         raise EncoderError(f"unknown architecture source {architecture.source!r} in checkpoint")
-    return EmbeddingModel(backbone, dim, architecture.embedding_dim, architecture.normalize)
+    if architecture.geometry != "euclidean":
+        from ..distances import check_geometry
+
+        check_geometry(architecture.geometry, architecture.curvature, architecture.clip_r, error=EncoderError)
+    return EmbeddingModel(backbone, dim, architecture.embedding_dim, architecture.normalize, architecture.curvature, architecture.clip_r)
 
 
 def pickle_files(folder: str | os.PathLike) -> list[str]:

@@ -47,15 +47,26 @@ class ArchitectureConfig:
         name: the timm model name or the open_clip architecture.
         embedding_dim: the size of the projection head, or None for no head.
         normalize: whether outputs are L2-normalised.
+        geometry: ``euclidean``, or ``hyperbolic`` for a Poincare-ball head (``vecmetric.distances.Geometry``).
+        curvature, clip_r: the ball's ``c > 0`` and the feature clipping radius (hyperbolic only).
     """
 
     source: str
     name: str
     embedding_dim: int | None = None
     normalize: bool = True
+    geometry: str = "euclidean"
+    curvature: float | None = None
+    clip_r: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.geometry == "euclidean":
+            # Left out, so that a Euclidean model's description (and the fingerprint hashed from it) stays
+            # what it was before hyperbolic models existed.
+            for key in ("geometry", "curvature", "clip_r"):
+                data.pop(key)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchitectureConfig":
@@ -64,4 +75,7 @@ class ArchitectureConfig:
             name=data["name"],
             embedding_dim=data.get("embedding_dim"),
             normalize=bool(data.get("normalize", True)),
+            geometry=data.get("geometry", "euclidean"),
+            curvature=None if data.get("curvature") is None else float(data["curvature"]),
+            clip_r=None if data.get("clip_r") is None else float(data["clip_r"]),
         )

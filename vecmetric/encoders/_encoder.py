@@ -69,6 +69,13 @@ class Encoder:
         return int(self.model.dim)
 
     @property
+    def geometry(self):
+        """Where the embeddings live: a ``vecmetric.distances.Geometry`` (Euclidean, or a Poincare ball)."""
+        from ..distances import geometry_of
+
+        return geometry_of(self.architecture.to_dict())
+
+    @property
     def supports_text(self) -> bool:
         return self._encode_text is not None
 
@@ -107,6 +114,7 @@ class Encoder:
             "metric": self.metric,
             "architecture": self.architecture.to_dict(),
             "preprocess": self.preprocess.to_dict(),
+            "geometry": self.geometry.to_dict(),
         }
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..distances import get_metric
+from ..distances import geometry_of, get_metric
 from ..errors import InputError, StoreError
 from ..progress import Reporter, reporter_or_default
 from .folders import EvalImages, SampleError, collate_samples, scan_class_folders
@@ -17,9 +17,12 @@ __all__ = ["evaluate", "evaluate_embeddings", "embed_batches", "COUNT_KEYS"]
 COUNT_KEYS = ("num_images", "num_classes", "num_queries", "num_skipped")
 
 
-def evaluate_embeddings(embeddings, labels, metric: str = "cosine", skipped: int = 0) -> dict[str, Any]:
-    """The six retrieval metrics and the counts for labelled vectors (each one queries all the others)."""
-    scores = retrieval_metrics(embeddings, labels, metric)
+def evaluate_embeddings(embeddings, labels, metric: str = "cosine", skipped: int = 0, curvature: float | None = None) -> dict[str, Any]:
+    """The six retrieval metrics and the counts for labelled vectors (each one queries all the others).
+
+    ``curvature``: the Poincare ball's ``c`` for the ``poincare`` metric (exact hyperbolic distances).
+    """
+    scores = retrieval_metrics(embeddings, labels, metric, curvature=curvature)
     return {**{key: scores[key] for key in METRIC_KEYS}, **{key: scores[key] for key in COUNT_KEYS[:3]}, "num_skipped": skipped}
 
 
@@ -46,7 +49,7 @@ def embed_batches(embed: Callable[[Any], Any], batches: Iterable, on_batch: Call
 
 
 def _store_vectors(store: str | os.PathLike):
-    """A store's labelled vectors, their labels, how many rows had no label, and the store's metric."""
+    """A store's labelled vectors, their labels, how many rows had no label, the store's metric and its model's geometry."""
     from ..store import embeddings_to_numpy, open_store
 
     handle = open_store(store)
@@ -56,7 +59,7 @@ def _store_vectors(store: str | os.PathLike):
     labels = table.column("label").to_pylist()
     keep = [i for i, label in enumerate(labels) if label not in (None, "")]
     vectors = embeddings_to_numpy(table.column("embedding"))
-    return vectors[keep], [labels[i] for i in keep], len(labels) - len(keep), handle.metric
+    return vectors[keep], [labels[i] for i in keep], len(labels) - len(keep), handle.metric, geometry_of(handle.model)
 
 
 def evaluate(
@@ -80,7 +83,8 @@ def evaluate(
         data_dir: labelled image folder (ignored when ``store`` is given).
         model: encoder spec for ``data_dir``.
         store: a store whose rows carry labels.
-        metric: ``cosine``, ``l2`` or ``ip``; default: the model's (or the store's).
+        metric: ``cosine``, ``l2`` or ``ip``; default: the model's (or the store's), which for a hyperbolic
+            model is the exact Poincare distance (``poincare``) at the model's curvature.
         batch_size, device, workers: embedding settings.
         image_size: embed at this size instead of the model's own (e.g. the size a model was trained at).
         reporter: receives one warning per kind of skipped input, and the embedding's progress.
@@ -99,12 +103,12 @@ def evaluate(
     if image_size is not None and image_size < 16:
         raise InputError(f"--image-size must be at least 16, not {image_size}")
     if store is not None:
-        vectors, labels, unlabelled, store_metric = _store_vectors(store)
+        vectors, labels, unlabelled, store_metric, geometry = _store_vectors(store)
         if unlabelled:
             reporter.warn(f"left out {unlabelled} store row(s) without a label")
         if len(labels) == 0:
             raise StoreError(f"store {store} has no rows with a label", hint="embed a labelled folder (one subfolder per class)")
-        return evaluate_embeddings(vectors, labels, metric or store_metric, skipped=unlabelled)
+        return evaluate_embeddings(vectors, labels, metric or store_metric, skipped=unlabelled, curvature=geometry.curvature)
     if data_dir is None:
         raise InputError("give DATA_DIR (one subfolder per class) or --store STORE")
     return _evaluate_folder(Path(data_dir), model, metric, batch_size, device, workers, image_size, reporter)
@@ -149,4 +153,4 @@ def _evaluate_folder(data_dir: Path, model: str, metric, batch_size: int, device
     vectors, labels = embed_batches(encoder.embed_tensors, loader, reporter.advance)
     reporter.close()
     names = [images.class_names[label] for label in labels]
-    return evaluate_embeddings(vectors, names, metric or encoder.metric, skipped=len(images.skipped))
+    return evaluate_embeddings(vectors, names, metric or encoder.metric, skipped=len(images.skipped), curvature=encoder.geometry.curvature)

@@ -73,6 +73,7 @@ def retrieval_metrics(
     labels,
     metric: str = "cosine",
     *,
+    curvature: float | None = None,
     device: str | None = "cpu",
     distance_batch: int = 1024,
     max_chunk: int | None = None,
@@ -82,7 +83,8 @@ def retrieval_metrics(
     Args:
         embeddings: (N, dim) float array or tensor.
         labels: N integer labels (any hashable values are mapped to integers).
-        metric: ``cosine``, ``l2`` or ``ip``; how neighbours are ranked.
+        metric: ``cosine``, ``l2``, ``ip`` or ``poincare``; how neighbours are ranked.
+        curvature: the Poincare ball's ``c`` (``poincare`` only).
         device: where the k-NN runs.
         distance_batch: queries per block of the exact distance matrix.
         max_chunk: queries scored per calculator call (default: bounded by memory).
@@ -108,7 +110,7 @@ def retrieval_metrics(
         return result
 
     torch_device = torch.device(device or "cpu")
-    calculator = _calculator(pml_distance(metric), torch_device, distance_batch)
+    calculator = _calculator(pml_distance(metric, curvature), torch_device, distance_batch)
     k = min(max(int(counts.max()) - 1, max(RECALL_KS)), len(codes) - 1)
     chunk = max_chunk or max(1, _KNN_CELLS // max(1, k))
     label_tensor = torch.as_tensor(codes)

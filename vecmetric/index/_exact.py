@@ -7,14 +7,14 @@ from ..distances import pairwise_distances
 __all__ = ["exact_search", "pairwise_distances", "recall_at_k"]
 
 
-def exact_search(data, queries, k: int, metric: str = "cosine", ids=None, chunk: int = 65536):
+def exact_search(data, queries, k: int, metric: str = "cosine", ids=None, chunk: int = 65536, curvature: float | None = None):
     """The exact ``k`` nearest rows of ``data`` for each query, scanning ``data`` in chunks.
 
     Args:
         data: (N, D) vectors.
         queries: (Q, D) vectors.
         k: neighbours per query (clipped to N).
-        metric: ``cosine``, ``ip`` or ``l2``.
+        metric: ``cosine``, ``ip``, ``l2`` or ``poincare`` (with the ball's ``curvature``).
         ids: labels of the rows of ``data`` (default 0..N-1).
         chunk: rows of ``data`` compared at once, so memory stays bounded.
 
@@ -31,7 +31,7 @@ def exact_search(data, queries, k: int, metric: str = "cosine", ids=None, chunk:
     best_d = np.full((len(queries), 0), np.inf, dtype=np.float32)
     best_i = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, n, chunk):
-        d = pairwise_distances(queries, data[start : start + chunk], metric).astype(np.float32)
+        d = pairwise_distances(queries, data[start : start + chunk], metric, curvature).astype(np.float32)
         i = np.broadcast_to(np.arange(start, start + d.shape[1]), d.shape)
         all_d = np.concatenate([best_d, d], axis=1)
         all_i = np.concatenate([best_i, i], axis=1)

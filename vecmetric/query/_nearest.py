@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["EXACT_FRACTION", "Neighbours", "nearest_in_index", "nearest_exact"]
+__all__ = ["EXACT_FRACTION", "Neighbours", "nearest_in_index", "nearest_exact", "rerank_hyperbolic"]
 
 # A filter allowing at most this fraction of the index's rows is answered by exact search over their vectors.
 EXACT_FRACTION = 1 / 64
@@ -69,19 +69,39 @@ def nearest_in_index(index, vectors, k: int, ef: int | None, allowed, excluded: 
     return out
 
 
-def nearest_exact(data, data_ids, vectors, k: int, metric: str, allowed, excluded: Sequence[frozenset[int]]) -> list[Neighbours]:
-    """As ``nearest_in_index``, by brute force over ``data`` (float32 (N, dim)) whose row ids are ``data_ids``."""
+def nearest_exact(
+    data, data_ids, vectors, k: int, metric: str, allowed, excluded: Sequence[frozenset[int]], curvature: float | None = None
+) -> list[Neighbours]:
+    """As ``nearest_in_index``, by brute force over ``data`` (float32 (N, dim)) whose row ids are ``data_ids``
+    (``curvature`` for the ``poincare`` metric)."""
     import numpy as np
 
     from ..index import exact_search
 
     base = np.ones(len(data_ids), dtype=bool) if allowed is None else np.isin(data_ids, allowed)
     if not any(excluded):
-        labels, dists = exact_search(data[base], vectors, k, metric=metric, ids=data_ids[base])
+        labels, dists = exact_search(data[base], vectors, k, metric=metric, ids=data_ids[base], curvature=curvature)
         return [(labels[q], dists[q]) for q in range(len(vectors))]
     out: list[Neighbours] = []
     for q, vector in enumerate(vectors):
         mask = base & ~np.isin(data_ids, np.fromiter(excluded[q], dtype=np.int64)) if excluded[q] else base
-        labels, dists = exact_search(data[mask], vector[None], k, metric=metric, ids=data_ids[mask])
+        labels, dists = exact_search(data[mask], vector[None], k, metric=metric, ids=data_ids[mask], curvature=curvature)
+        out.append((labels[0], dists[0]))
+    return out
+
+
+def rerank_hyperbolic(index, vectors, candidates: list[Neighbours], k: int, curvature: float) -> list[Neighbours]:
+    """Each query's index candidates (found under the ``poincare`` metric's index space) re-ranked by exact
+    Poincare distance; the ``k`` nearest, with Poincare distances."""
+    import numpy as np
+
+    from ..distances import rerank_poincare
+
+    out: list[Neighbours] = []
+    for vector, (ids, _) in zip(vectors, candidates):
+        if len(ids) == 0:
+            out.append((ids, np.zeros(0, np.float32)))
+            continue
+        labels, dists = rerank_poincare(vector[None], ids[None], index.vectors(ids)[None], k, curvature)
         out.append((labels[0], dists[0]))
     return out

@@ -71,7 +71,8 @@ def combine(vectors, weights: Sequence[float], metric: str) -> Any:
     """The query vector of terms with these vectors (float (T, dim)) and signed weights.
 
     ``sum(w_i * v_i) / sum(w_i for w_i > 0)``; under cosine each ``v_i`` is made unit length first
-    and the result too.
+    and the result too. On a hyperbolic (``poincare``) store only positive weights are allowed: their
+    average lies in the ball, a difference may not.
 
     Raises:
         InputError: no positive weight, or the terms cancel out (a zero vector has no direction).
@@ -85,6 +86,9 @@ def combine(vectors, weights: Sequence[float], metric: str) -> Any:
     positive = float(weights[weights > 0].sum())
     if positive <= 0:
         raise InputError("a query needs at least one term to add")
+    if metric == "poincare" and (weights < 0).any():
+        # A weighted average of points of the Poincare ball stays in the ball; a difference need not.
+        raise InputError("a hyperbolic store's queries cannot subtract terms", hint="use only '+' terms (weighted averages)")
     normalized = get_metric(metric).normalized
     if normalized:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30)

@@ -233,17 +233,25 @@ class SearchSession:
         return vectors[at]
 
     def _nearest(self, resolved: list[ResolvedQuery], k: int, ef: int | None, allowed, keep_own: bool):
+        """Per query, its ``k`` nearest rows; a hyperbolic store's index candidates are re-ranked by exact Poincare distance."""
         import numpy as np
 
-        from ._nearest import nearest_exact, nearest_in_index
+        from ..distances import geometry_of, poincare_candidate_count
+        from ._nearest import nearest_exact, nearest_in_index, rerank_hyperbolic
 
         vectors = np.stack([r.vector for r in resolved])
         excluded = [frozenset() if keep_own else r.own_rows for r in resolved]
+        geometry = geometry_of(self.store.model)
         if self.exact:
             ids, data = self.data
-            return nearest_exact(data, ids, vectors, k, self.metric, allowed, excluded)
+            return nearest_exact(data, ids, vectors, k, self.metric, allowed, excluded, curvature=geometry.curvature)
         with self._lock.reading():
-            return nearest_in_index(self.index, vectors, k, ef, allowed, excluded)
+            if not geometry.hyperbolic:
+                return nearest_in_index(self.index, vectors, k, ef, allowed, excluded)
+            sidecar = getattr(self.index, "sidecar", None) or getattr(getattr(self.index, "index", None), "sidecar", None) or {}
+            wide = poincare_candidate_count(k, ef or int(sidecar.get("ef", 64)))
+            candidates = nearest_in_index(self.index, vectors, wide, ef, allowed, excluded)
+            return rerank_hyperbolic(self.index, vectors, candidates, k, geometry.curvature)
 
     def rows_by_id(self, ids, columns=("path", "label")) -> dict[int, dict[str, Any]]:
         """``id -> {column: value}`` of the wanted rows the store holds now (after a refresh, for a live session).

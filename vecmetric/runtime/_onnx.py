@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._system import usable_cpus
+from ..distances import geometry_of
 from ..encoders._config import PreprocessConfig
 from ..errors import ExportError, reason
 from ._format import IMAGE_TOWER, TEXT_TOWER, ExportInfo, check_sizes, read_export_info, read_verified
@@ -99,6 +100,10 @@ class OnnxEncoder:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle intra-op threads sleep instead of spinning: embed decodes images on the same cores and a
+        # server runs several requests at once, and spinning threads take their CPU (measured: up to 1.5x
+        # faster embedding on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, not exported by name
@@ -183,6 +188,7 @@ class OnnxEncoder:
             "metric": self.metric,
             "architecture": dict(self.info.architecture or {}),
             "preprocess": self.preprocess.to_dict(),
+            "geometry": geometry_of(self.info.architecture).to_dict(),
         }
 
     def __repr__(self) -> str:

@@ -159,7 +159,7 @@ def embed_directory(
     if not scan.files:
         extra = f" ({scan.ignored} files without an image extension)" if scan.ignored else ""
         raise InputError(f"no images found in {folder}{extra}")
-    embed_model = load_embed_model(store_path, model, device, precision, allow_pickle_files)
+    embed_model = load_embed_model(store_path, model, device, precision, allow_pickle_files, decode)
     result = EmbedResult(store=str(store_path.resolve()), model=embed_model.encoder.spec, found=len(scan.files), ignored=scan.ignored)
     result.skipped = [{"path": p, "reason": r} for p, r in scan.problems]
     engine_options = {"batch_size": batch_size, "workers": workers, "decode": decode, "flush_rows": flush_rows}

@@ -53,11 +53,12 @@ def _recorded_precision(recorded: dict[str, str], precision: str) -> str:
 
 
 def load_embed_model(
-    store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool = False
+    store_path: Path, model: str | None, device: str, precision: str, allow_pickle_files: bool = False, decode: str = "auto"
 ) -> EmbedModel:
     """The model that embeds into ``store_path``: the store's recorded runtime, or for a new store the best one here.
 
-    An onnxruntime store whose export is usable embeds without loading torch at all.
+    An onnxruntime store whose export is usable embeds without loading torch at all. ``decode="device"``
+    (JPEGs decoded by torchvision on the model's device) keeps a new store on torch.
 
     Raises:
         EncoderError: the model cannot be loaded; StoreMismatchError: a precision the store was not made with.
@@ -78,7 +79,7 @@ def load_embed_model(
     if recorded is not None:
         return EmbedModel(torch_encoder, torch_encoder, dict(recorded))
     # A store made before runtimes were recorded (or a new one) embeds with torch as it is loaded now.
-    may_switch = store is None and torch_encoder.device.type == "cpu" and precision != "bf16"
+    may_switch = store is None and torch_encoder.device.type == "cpu" and precision != "bf16" and decode != "device"
     return EmbedModel(torch_encoder, torch_encoder, {"name": TORCH, "precision": torch_encoder.precision}, may_switch)
 
 

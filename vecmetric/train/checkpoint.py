@@ -11,6 +11,7 @@
       last/
         config.json, model.safetensors   the model after the last finished epoch (also a spec)
         optimizer.safetensors            AdamW moments, one tensor per parameter and moment
+        loss.safetensors                 a proxy loss's proxies (proxy-anchor, normalized-softmax)
         state.json                       epoch, step, scheduler, history, optimizer hyper-parameters
 
 Everything is JSON or safetensors, never a pickle, and every file is replaced atomically.
@@ -46,6 +47,7 @@ RUN_NAME = "run.json"
 LAST_DIR = "last"
 STATE_NAME = "state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
+LOSS_NAME = "loss.safetensors"
 CSV_COLUMNS = (
     "epoch",
     "step",
@@ -60,6 +62,8 @@ CSV_COLUMNS = (
 )
 # Arguments that may change between an interrupted run and its resumption.
 RESUMABLE_DIFFERENCES = frozenset({"workers", "cache", "device", "resume", "data_dir", "export"})
+# What a run folder written before an argument existed did: it resumes with these values.
+LEGACY_ARGS = {"loss": "triplet", "geometry": "euclidean"}
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
@@ -71,6 +75,7 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    old = {**LEGACY_ARGS, **old}
     keys = sorted((set(old) | set(new)) - RESUMABLE_DIFFERENCES)
     return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
 
@@ -97,6 +102,12 @@ def check_run_dir(run_dir: Path, identity: dict[str, Any], resume: bool) -> dict
     if run is None:
         raise TrainError(
             f"--out {run_dir} is not empty and holds no vecmetric run", hint="choose an empty or new folder"
+        )
+    old_loss, new_loss = run.get("args", {}).get("loss", LEGACY_ARGS["loss"]), identity["args"].get("loss")
+    if old_loss != new_loss:
+        raise TrainError(
+            f"--out {run_dir} holds a run of --loss {old_loss}, not {new_loss}",
+            hint=f"choose another --out, or resume it with --loss {old_loss}",
         )
     changed = _differences(run.get("args", {}), identity["args"])
     if changed:
@@ -144,14 +155,19 @@ def optimizer_state_dict(tensors: dict[str, Any], meta: dict[str, Any]) -> dict[
     return {"state": state, "param_groups": groups}
 
 
-def save_last_state(run_dir: Path, model, architecture, preprocess, metric: str, optimizer, scheduler, state: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Write ``RUN_DIR/last/``: the model, the optimizer moments, then ``state.json``."""
+def save_last_state(
+    run_dir: Path, model, architecture, preprocess, metric: str, optimizer, scheduler, state: dict[str, Any], extra: dict[str, Any], loss=None
+) -> None:
+    """Write ``RUN_DIR/last/``: the model, a proxy loss's proxies, the optimizer moments, then ``state.json``."""
     from safetensors.torch import save
 
     from ..encoders import save_checkpoint
 
     last = run_dir / LAST_DIR
     save_checkpoint(last, model, architecture, preprocess, metric, extra=extra)
+    loss_state = {k: v.detach().contiguous().cpu() for k, v in loss.state_dict().items()} if loss is not None else {}
+    if loss_state:
+        atomic_write_bytes(last / LOSS_NAME, save(loss_state))
     tensors, meta = optimizer_tensors(optimizer.state_dict())
     atomic_write_bytes(last / OPTIMIZER_NAME, save(tensors))
     scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -178,6 +194,7 @@ def load_last_state(run_dir: Path) -> dict[str, Any] | None:
         state = json.loads(path.read_text())
         state["model"] = load_file(str(last / "model.safetensors"))
         state["optimizer"] = optimizer_state_dict(load_file(str(last / OPTIMIZER_NAME)), state["optimizer"])
+        state["loss"] = load_file(str(last / LOSS_NAME)) if (last / LOSS_NAME).is_file() else {}
         state["scheduler"]["lr_lambdas"] = [None] * len(state["optimizer"]["param_groups"])
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise TrainError(f"cannot resume from {last}: {reason(exc)}", hint="start a new run with another --out") from None

@@ -1,4 +1,4 @@
-"""The training loop: Lightning Fabric, triplet loss with mining, validation on unseen classes.
+"""The training loop: Lightning Fabric, a metric-learning loss (with its miner), validation on unseen classes.
 
 Speed on the hot path: images arrive as uint8 from persistent DataLoader workers (which crop
 them from decoded copies kept in memory when they fit, see ``image_cache``), are normalised on
@@ -97,7 +97,11 @@ class TrainSession:
         self.plan, self.options, self.fabric, self.reporter = plan, options, fabric, reporter
         self.is_main = fabric.is_global_zero
         self.net, self.architecture = build_training_model(plan.encoder, options)
-        optimizer = build_optimizer(self.net, options)
+        self.loss_fn = _build_loss(options, len(plan.train_set.class_names), self.net.dim).to(fabric.device)
+        self.miner = build_miner(options.miner, options.metric, options.margin, loss=options.loss, curvature=options.curvature)
+        # Active triplets: those violating the triplet margin; for the other losses, those ranked the wrong way round.
+        self.active_margin = options.margin if options.loss == "triplet" else 0.0
+        optimizer = build_optimizer(self.net, options, self.loss_fn)
         self.sampler = MPerClassBatchSampler(
             plan.train_set.labels, options.m_per_class, options.batch_size, options.seed, fabric.global_rank, fabric.world_size
         )
@@ -109,11 +113,10 @@ class TrainSession:
         self.start_epoch, self.best_epoch, self.best_score = 1, 0, -1.0
         if plan.saved is not None:
             self.net.load_state_dict(plan.saved["model"])
+            _load_loss_state(self.loss_fn, plan.saved.get("loss") or {}, plan.run_dir)
         self.model, self.optimizer = fabric.setup(self.net, optimizer)
         if plan.saved is not None:
             self._restore(plan.saved)
-        self.loss_fn = build_loss(options.metric, options.margin)
-        self.miner = build_miner(options.miner, options.metric, options.margin)
         self.normalizer = Normalizer(plan.preprocess, fabric.device)
         self.inference_precision = resolve_precision(fabric.device, "auto")
         pin = fabric.device.type == "cuda"
@@ -148,7 +151,7 @@ class TrainSession:
             embeddings, labels = embed_batches(embed, self.val_loader)
         finally:
             self.net.train(was_training)
-        scores = retrieval_metrics(embeddings, labels, self.options.metric)
+        scores = retrieval_metrics(embeddings, labels, self.options.metric, curvature=self.options.curvature)
         return {key: scores[key] for key in VAL_KEYS}
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
@@ -177,12 +180,14 @@ class TrainSession:
             loss = self.loss_fn(embeddings, labels, triplets)
             self.optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
+            if fabric.world_size > 1:
+                _average_loss_gradients(self.loss_fn, fabric)
             self.optimizer.step()
             self.scheduler.step()
             step += 1
             # Over every valid triplet of the batch, not just the mined ones: semi-hard mining keeps only
             # margin violators, so the mined fraction would always be 1.
-            count, total = active_triplet_counts(embeddings, labels, None, self.loss_fn.distance, options.margin)
+            count, total = active_triplet_counts(embeddings, labels, None, self.loss_fn.distance, self.active_margin)
             active += torch.stack([count, total])
             loss_sum += loss.detach()
             # Reading the loss waits for the device: only every 10th step.
@@ -226,7 +231,8 @@ class TrainSession:
                 "history": self.history,
             }
             save_last_state(
-                run_dir, self.net, self.architecture, self.plan.preprocess, options.metric, self.optimizer, self.scheduler, state, extra
+                run_dir, self.net, self.architecture, self.plan.preprocess, options.metric, self.optimizer, self.scheduler, state, extra,
+                loss=self.loss_fn,
             )
         self.reporter.log(epoch_line(record))
         self.reporter.finished("epoch", record)
@@ -263,8 +269,42 @@ def export_run(plan: RunPlan, reporter: Reporter):
     return info
 
 
+def _build_loss(options: TrainOptions, num_classes: int, embedding_dim: int):
+    """The run's loss; a proxy loss's proxies are drawn from the run's seed, so a run is repeatable."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        return build_loss(
+            options.metric,
+            options.margin,
+            loss=options.loss,
+            temperature=options.temperature,
+            num_classes=num_classes,
+            embedding_dim=embedding_dim,
+            curvature=options.curvature,
+        )
+
+
+def _load_loss_state(loss_fn, state: dict[str, Any], run_dir: Path) -> None:
+    """Put a proxy loss's saved proxies back (in place, so the optimizer keeps pointing at them)."""
+    if not list(loss_fn.parameters()):
+        return
+    try:
+        loss_fn.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise TrainError(f"cannot resume from {run_dir / 'last'}: the loss's proxies are missing or do not fit", hint="start a new run with another --out") from None
+
+
+def _average_loss_gradients(loss_fn, fabric) -> None:
+    """DDP averages the model's gradients, not the loss's: average a proxy loss's over the processes too."""
+    for parameter in loss_fn.parameters():
+        if parameter.grad is not None:
+            parameter.grad.copy_(fabric.all_reduce(parameter.grad, reduce_op="mean"))
+
+
 def train(data_dir, out_dir, options: TrainOptions | None = None, reporter: Reporter | None = None) -> TrainResult:
-    """Fine-tune an encoder with triplet loss so that same-class images are close.
+    """Fine-tune an encoder with a metric-learning loss (``options.loss``) so that same-class images are close.
 
     Args:
         data_dir: a folder with one subfolder per class.

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..distances import get_metric
+from ..distances import check_geometry, get_metric
 from ..encoders import PRECISIONS
 from ..errors import TrainError
 from .image_cache import CACHE_MODES
-from .losses import DEFAULT_MARGIN, MINERS
+from .losses import DEFAULT_LOSSES, LOSSES, get_loss
 
-__all__ = ["TrainOptions"]
+__all__ = ["TrainOptions", "PROXY_LR_FACTOR"]
+
+#: Proxies learn at 100 x the backbone's learning rate, as in Proxy Anchor (Kim et al. 2020).
+PROXY_LR_FACTOR = 100
 
 
 @dataclass
@@ -21,9 +25,18 @@ class TrainOptions:
     Attributes:
         model: the encoder spec to start from.
         embedding_dim: size of a linear projection head; None keeps the backbone's features (no head).
-        metric: ``cosine`` (L2-normalised embeddings, cosine similarity) or ``l2`` (raw embeddings, Euclidean).
-        margin: the triplet margin.
-        miner: ``semihard``, ``hard``, ``all`` (no mining) or ``batch-hard``.
+        loss: ``triplet``, ``multi-similarity``, ``contrastive``, ``proxy-anchor``, ``normalized-softmax`` or
+            ``supcon`` (``vecmetric.train.losses.LOSSES``); None: ``DEFAULT_LOSSES`` for the metric
+            (multi-similarity for cosine, triplet for l2, supcon on the Poincare ball).
+        metric: ``cosine`` (L2-normalised embeddings, cosine similarity) or ``l2`` (raw embeddings, Euclidean);
+            None: ``cosine``, or ``poincare`` for hyperbolic geometry (where ``--metric`` is refused).
+        geometry: ``euclidean`` or ``hyperbolic`` (a Poincare-ball head and its distance).
+        curvature: the ball's ``c > 0`` (radius ``1 / sqrt(c)``, Gaussian curvature ``-c``); default 0.1.
+        margin: the loss's margin (triplet, contrastive, proxy-anchor); None: its default.
+        miner: the loss's miner (triplet: ``semihard``, ``hard``, ``all``, ``batch-hard``; multi-similarity:
+            ``multi-similarity``, ``all``; contrastive: ``all``, ``batch-hard``); None: its default.
+        temperature: the loss's temperature (supcon, normalized-softmax); None: its default.
+        proxy_lr: the learning rate of a proxy loss's proxies (default 100 x ``lr``, as Proxy Anchor trains them).
         m_per_class: images of each class in a batch.
         batch_size: images per batch on each device.
         val_classes: a fraction of the classes held out for validation, or their names.
@@ -52,9 +65,14 @@ class TrainOptions:
 
     model: str = "default"
     embedding_dim: int | None = None
-    metric: str = "cosine"
-    margin: float = DEFAULT_MARGIN
-    miner: str = "semihard"
+    loss: str | None = None
+    metric: str | None = None
+    geometry: str = "euclidean"
+    curvature: float | None = None
+    margin: float | None = None
+    miner: str | None = None
+    temperature: float | None = None
+    proxy_lr: float | None = None
     m_per_class: int = 4
     batch_size: int = 32
     val_classes: Any = 0.2
@@ -78,14 +96,12 @@ class TrainOptions:
     export: bool = True
 
     def validate(self) -> None:
-        """Refuse option values no data could make work.
+        """Refuse option values no data could make work, then fill in the loss's and geometry's defaults.
 
         Raises:
             TrainError: naming the option and the valid range or choices.
         """
-        get_metric(self.metric, error=TrainError, trainable=True)
-        if self.miner not in MINERS:
-            raise TrainError(f"unknown --miner {self.miner!r}", hint="choose one of: " + ", ".join(MINERS))
+        self._resolve_loss()
         if self.cache not in CACHE_MODES:
             raise TrainError(f"unknown --cache {self.cache!r}", hint="choose one of: " + ", ".join(CACHE_MODES))
         if self.precision not in PRECISIONS:
@@ -97,7 +113,6 @@ class TrainOptions:
             (self.head_lr is None or self.head_lr > 0, f"--head-lr must be positive, not {self.head_lr}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.warmup < 1, f"--warmup is a fraction of the steps in [0, 1), not {self.warmup}"),
-            (self.margin >= 0, f"--margin must be >= 0, not {self.margin}"),
             (self.embedding_dim is None or self.embedding_dim >= 1, f"--embedding-dim must be positive, not {self.embedding_dim}"),
             (self.image_size is None or self.image_size >= 16, f"--image-size must be at least 16, not {self.image_size}"),
             (self.devices >= 1 and self.num_nodes >= 1, "--devices and --num-nodes must be at least 1"),
@@ -116,5 +131,54 @@ class TrainOptions:
                 hint="add --embedding-dim N",
             )
 
+    def _resolve_loss(self) -> None:
+        """Check ``--loss`` against the metric, geometry, miner, margin, temperature and proxy lr, and fill their defaults.
+
+        Options a loss has no use for are refused rather than ignored, so that a run says what it did.
+        """
+        if self.loss is not None:
+            get_loss(self.loss)  # an unknown name first, whatever else is wrong
+        geometry = check_geometry(self.geometry, self.curvature, error=TrainError)
+        if geometry.hyperbolic:
+            if self.metric not in (None, "poincare"):
+                raise TrainError(
+                    f"--metric {self.metric} applies to --geometry euclidean",
+                    hint="hyperbolic embeddings are compared by the Poincare distance; leave --metric out",
+                )
+            self.metric, self.curvature = "poincare", geometry.curvature
+        else:
+            self.metric = get_metric(self.metric or "cosine", error=TrainError, trainable=True).name
+        self.loss = self.loss or DEFAULT_LOSSES[self.metric]
+        spec = get_loss(self.loss)
+        if geometry.hyperbolic and not spec.hyperbolic:
+            hyperbolic = ", ".join(name for name, s in LOSSES.items() if s.hyperbolic)
+            raise TrainError(f"--loss {spec.name} does not work with --geometry hyperbolic", hint=f"use one of: {hyperbolic}")
+        if not geometry.hyperbolic and self.metric not in spec.metrics:
+            raise TrainError(f"--loss {spec.name} works with --metric {' or '.join(spec.metrics)}, not {self.metric}")
+        if self.miner is not None and not spec.miners:
+            raise TrainError(f"--loss {spec.name} takes no --miner", hint="leave --miner out")
+        if self.miner is not None and self.miner not in spec.miners:
+            raise TrainError(f"unknown --miner {self.miner!r} for --loss {spec.name}", hint="choose one of: " + ", ".join(spec.miners))
+        for option, value, default in (("--margin", self.margin, spec.margin), ("--temperature", self.temperature, spec.temperature)):
+            if value is not None and default is None:
+                raise TrainError(f"--loss {spec.name} has no {option[2:]}", hint=f"leave {option} out")
+        if self.proxy_lr is not None and not spec.proxies:
+            raise TrainError(f"--loss {spec.name} has no proxies to learn", hint="--proxy-lr applies to proxy-anchor and normalized-softmax")
+        for option, value in (("--margin", self.margin), ("--temperature", self.temperature), ("--proxy-lr", self.proxy_lr)):
+            if value is not None and not math.isfinite(value):
+                raise TrainError(f"{option} must be a finite number, not {value}")
+        if self.margin is not None and self.margin < 0:
+            raise TrainError(f"--margin must be >= 0, not {self.margin}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise TrainError(f"--temperature must be positive, not {self.temperature}")
+        if self.proxy_lr is not None and self.proxy_lr <= 0:
+            raise TrainError(f"--proxy-lr must be positive, not {self.proxy_lr}")
+        self.miner = self.miner or (spec.miners[0] if spec.miners else None)
+        self.margin = spec.default_margin(self.metric) if self.margin is None else self.margin
+        self.temperature = spec.default_temperature(self.metric) if self.temperature is None else self.temperature
+        if spec.proxies and self.proxy_lr is None:
+            self.proxy_lr = PROXY_LR_FACTOR * self.lr
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+

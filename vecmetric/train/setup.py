@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..distances import check_geometry
 from ..errors import TrainError
 from ..evaluate import EvalImages, LabelledImages, collate_samples, scan_class_folders
 from ..progress import Reporter
@@ -123,7 +124,7 @@ def launch_fabric(options: TrainOptions, device):
 
 
 def build_training_model(encoder, options: TrainOptions):
-    """The encoder's network with the head and normalisation training asks for, and its architecture."""
+    """The encoder's network with the head and the normalisation or Poincare ball training asks for, and its architecture."""
     import torch
     from torch import nn
 
@@ -136,10 +137,18 @@ def build_training_model(encoder, options: TrainOptions):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
             net.head = nn.Linear(net.backbone_dim, wanted)
+    geometry = check_geometry(options.geometry, options.curvature, error=TrainError)
     net.normalize = options.metric == "cosine"
+    net.curvature, net.clip_r = geometry.curvature, geometry.clip_r
     net.float().to(memory_format=torch.channels_last)
     architecture = ArchitectureConfig(
-        source=encoder.architecture.source, name=encoder.architecture.name, embedding_dim=wanted, normalize=net.normalize
+        source=encoder.architecture.source,
+        name=encoder.architecture.name,
+        embedding_dim=wanted,
+        normalize=net.normalize,
+        geometry=geometry.name,
+        curvature=geometry.curvature,
+        clip_r=geometry.clip_r,
     )
     return net, architecture
 
