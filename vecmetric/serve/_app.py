@@ -17,7 +17,7 @@ from ._bodycap import BodyCap
 from ._errors import install_error_handler
 from ._state import ServeLimits, ServerState
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "refuse_hyperbolic"]
 
 DESCRIPTION = """Search a vecmetric store: by stored image (`id`), text (open_clip stores) or an uploaded image,
 and sums of them. Results have the fields of `vecmetric search --json`. With a token, send
@@ -27,6 +27,16 @@ and sums of them. Results have the fields of `vecmetric search --json`. With a t
 def static_dir() -> str:
     """The folder of the page's files, inside the installed package."""
     return str(resources.files("vecmetric.serve") / "static")
+
+
+def refuse_hyperbolic(store) -> None:
+    """Raise ``StoreError`` for a store on the Poincare ball: the server's live merge and its algebra are
+    Euclidean only for now (search re-ranks by Poincare distance; serve would answer in the wrong geometry)."""
+    from ..distances import geometry_of
+    from ..errors import StoreError
+
+    if geometry_of(store.model).hyperbolic:
+        raise StoreError("serve does not support hyperbolic stores yet", hint="use vecmetric search, which re-ranks by Poincare distance")
 
 
 def create_app(
@@ -60,13 +70,15 @@ def create_app(
         The app; run it with uvicorn (``vecmetric.serve.run_server``) or test it with FastAPI's ``TestClient``.
 
     Raises:
-        StoreError: no store at ``store``.
+        StoreError: no store at ``store``, or a hyperbolic one (not served yet).
     """
     from .. import __version__
     from ..store import open_store
     from . import _files, _routes
 
-    state = ServerState(open_store(store), limits or ServeLimits(), reporter=reporter, thumbnails_on_disk=thumbnails_on_disk, index=index)
+    opened = open_store(store)
+    refuse_hyperbolic(opened)
+    state = ServerState(opened, limits or ServeLimits(), reporter=reporter, thumbnails_on_disk=thumbnails_on_disk, index=index)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
