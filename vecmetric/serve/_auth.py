@@ -54,6 +54,7 @@ class Auth:
 
     @property
     def required(self) -> bool:
+        """Whether requests need the token."""
         return self.token is not None
 
     def check_host(self, request: Request) -> None:
@@ -97,6 +98,7 @@ class Auth:
 
     @staticmethod
     def log_out(response: Response) -> None:
+        """Make the browser drop the session cookie."""
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
 
 

@@ -18,6 +18,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorOut} for statu
 
 
 def server_state(request: Request) -> ServerState:
+    """The ``ServerState`` of the app that received ``request`` (no token check: see ``authorized``)."""
     return request.app.state.vecmetric
 
 

@@ -82,4 +82,5 @@ class ServerState:
         self.reporter.log(f"ready: {self.session.index.count} images searchable")
 
     def close(self) -> None:
+        """Stop the decode workers (at shutdown)."""
         self.guard.close()
