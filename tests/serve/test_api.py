@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from serve_helpers import wait_for
 
 from vecmetric.index import exact_search
 from vecmetric.present import HIT_FIELDS

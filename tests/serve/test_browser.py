@@ -7,7 +7,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import LoopbackServer, wait_for
+from serve_helpers import LoopbackServer, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; make test installs it when run as root with apt-get)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import LoopbackServer, copy_characters, wait_for
+from serve_helpers import LoopbackServer, copy_characters, wait_for
 
 
 def children_of(pid: int) -> set[int]:
