@@ -70,6 +70,11 @@ class OnnxEncoder:
         self._lock = threading.Lock()
 
     @property
+    def geometry(self):
+        """Where the embeddings live, as the torch ``Encoder.geometry`` says (Euclidean, or a Poincare ball)."""
+        return geometry_of(self.info.architecture)
+
+    @property
     def supports_text(self) -> bool:
         return TEXT_TOWER in self.info.towers and self.info.tokenizer is not None
 
