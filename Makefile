@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-out
 
-.PHONY: venv demo test bench clean
+.PHONY: venv browser demo test bench clean
 
 venv: $(STAMP)
 
@@ -43,7 +43,14 @@ demo: $(STAMP)
 	$(BIN)/vecmetric dedup --store $(DEMO)/dedup/store --move-to $(DEMO)/dedup/set-aside > $(DEMO)/dedup/move-log
 	$(BIN)/vecmetric dedup --undo "$$(cat $(DEMO)/dedup/move-log)"
 
-test: $(STAMP)
+# The browser test (tests/serve/test_browser.py) drives Debian's chromium through playwright (no browser download).
+# Installed when missing and apt-get is usable as root; otherwise one line says the test will skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no chromium (as root: apt-get install chromium): the browser test will skip"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -182,14 +182,17 @@ def resize_and_crop(img, preprocess) -> "Any":
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def decode_and_preprocess(data: bytes, preprocess, seconds: float | None = DECODE_SECONDS):
+def decode_and_preprocess(data: bytes, preprocess, seconds: float | None = DECODE_SECONDS, max_pixels: int = MAX_PIXELS):
     """Bytes to the uint8 (3, S, S) numpy array the encoder takes, within a time limit.
 
+    A server runs it under ``vecmetric.present.DecodeGuard`` (``seconds=None``: the guard's time limit
+    holds in any thread, SIGALRM's only in the main one).
+
     Raises:
-        ImageDecodeError: unusable image, or decoding took longer than ``seconds``.
+        ImageDecodeError: unusable image, more than ``max_pixels`` pixels, or decoding took longer than ``seconds``.
     """
     with time_limit(seconds):
-        return resize_and_crop(decode_image(data, preprocess.resize_size), preprocess)
+        return resize_and_crop(decode_image(data, preprocess.resize_size, max_pixels=max_pixels), preprocess)
 
 
 def load_image_array(path: str | os.PathLike, preprocess):

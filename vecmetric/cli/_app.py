@@ -6,7 +6,7 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_CODES
-from . import dedup, embed, export, index, info, models, search, train, verify
+from . import dedup, embed, export, index, info, models, search, serve, train, verify
 from . import eval as eval_cmd
 from ._logging import configure_logging
 
@@ -34,5 +34,5 @@ def root(
     configure_logging(verbose)
 
 
-for module in (embed, index, search, dedup, info, verify, export, models, train, eval_cmd):
+for module in (embed, index, search, dedup, serve, info, verify, export, models, train, eval_cmd):
     module.register(app)

@@ -3,7 +3,7 @@
 Nothing here imports torch; Pillow is imported only by the functions that draw or decode.
 """
 
-from .guard import DecodeGuard
+from .guard import DecodeBusyError, DecodeGuard
 from .lines import HIT_FIELDS, hit_record, json_lines, path_lines
 from .png_sheet import PngSheetLayout, write_png_sheet
 from .sheets import Sheet, SheetItem, SheetRow, dedup_sheet, file_uri, render_html_sheet, results_sheet, search_sheet, write_html_sheet
@@ -12,6 +12,7 @@ from .terminal import detect_protocol, inline_image, iterm2_sequence, kitty_sequ
 from .thumbnails import ThumbnailCache, encode_thumbnail, make_thumbnail, thumbnail_bytes
 
 __all__ = [
+    "DecodeBusyError",
     "DecodeGuard",
     "HIT_FIELDS",
     "PngSheetLayout",

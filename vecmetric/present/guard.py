@@ -24,6 +24,10 @@ SERVER_DECODE_SECONDS = 10.0
 WORKER_START_SECONDS = 120.0  # a fresh interpreter importing Pillow on a loaded machine
 
 
+class DecodeBusyError(ImageDecodeError):
+    """Every worker stayed busy for ``wait_seconds``: the input may be fine, try again later."""
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "decoding failed"
 
@@ -145,8 +149,8 @@ class DecodeGuard:
         """``thumbnail_bytes(data, size, fmt)`` under the guard's limits.
 
         Raises:
-            ImageDecodeError: over the byte or pixel cap, too slow, all workers busy past
-                ``wait_seconds``, or not a usable image; the message is one line.
+            ImageDecodeError: over the byte or pixel cap, too slow, or not a usable image; the message is one line.
+            DecodeBusyError: all workers stayed busy past ``wait_seconds`` (an ``ImageDecodeError`` too).
         """
         return self.run(thumbnail_bytes, data, size, fmt, self.max_pixels)
 
@@ -164,7 +168,7 @@ class DecodeGuard:
         try:
             worker = self._idle.get(timeout=self.wait_seconds)
         except queue.Empty:
-            raise ImageDecodeError(f"busy: {self.workers} decodes already running") from None
+            raise DecodeBusyError(f"busy: {self.workers} decodes already running") from None
         try:
             if worker is not None and not worker.alive():
                 self._forget(worker)

@@ -4,6 +4,9 @@
     queries = parse_arguments(["2:red car", "+", "./car.jpg", "-", "at night"])
     results = search_store("my-store", queries, k=5, filters=SearchFilter(labels=("cars",)))
 
+    session = SearchSession("my-store", live=True)   # a server's: keeps index and model, never takes the lock
+    results = session.search(queries, k=5)
+
 Nothing here imports torch, timm or open_clip: a model is opened only when a term must be embedded,
 and then through the store's ONNX export when it has one (``vecmetric.runtime``).
 """
@@ -11,7 +14,9 @@ and then through the store's ONNX export when it has one (``vecmetric.runtime``)
 from ._filters import SearchFilter, allowed_ids
 from ._parse import OPERATORS, STDIN, like_query, parse_arguments, parse_expression, parse_line, parse_term
 from ._resolve import ResolvedQuery, ResolvedTerm, combine, resolve_queries
-from ._search import QueryResult, SearchHit, search_store
+from ._results import QueryResult, SearchHit
+from ._search import search_store
+from ._session import SearchSession
 from ._terms import Query, Term, TermKind, query_from_dicts, term_from_dict
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "ResolvedTerm",
     "SearchFilter",
     "SearchHit",
+    "SearchSession",
     "Term",
     "TermKind",
     "allowed_ids",

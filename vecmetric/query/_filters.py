@@ -74,19 +74,24 @@ class SearchFilter:
         return self.max_distance is None or distance <= self.max_distance
 
 
-def allowed_ids(store, flt: SearchFilter | None) -> Any:
+def allowed_ids(store, flt: SearchFilter | None, rows=None) -> Any:
     """The sorted row ids (int64 numpy) that ``flt``'s labels and path allow; None when it allows every row.
+
+    Args:
+        store: the open store.
+        flt: the filter.
+        rows: where the rows are read (a ``StoredRows``; default the Parquet parts).
 
     Raises:
         StoreError: a part file is damaged.
     """
     import numpy as np
 
-    from ._rows import read_columns
+    from ._rows import StoredRows
 
     if flt is None or not flt.selects_rows:
         return None
-    table = read_columns(store, ["id", "label", "path"])
+    table = (rows or StoredRows(store)).columns(["id", "label", "path"])
     mask = flt.row_mask(table.column("label").to_pylist(), table.column("path").to_pylist())
     ids = np.asarray(table.column("id").to_pylist(), dtype=np.int64)
     return np.sort(ids[mask])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import EncoderError, InputError
-from ._rows import rows_by_id, rows_by_path
+from ._rows import StoredRows
 from ._terms import Query, Term, TermKind
 
 __all__ = ["ResolvedTerm", "ResolvedQuery", "combine", "resolve_queries"]
@@ -47,6 +47,11 @@ class ResolvedTerm:
     @property
     def text(self) -> str | None:
         return str(self.term.value) if self.term.kind is TermKind.TEXT else None
+
+    @property
+    def upload(self) -> str | None:
+        """The name of the uploaded image this term is, or None."""
+        return str(self.term.value) if self.term.kind is TermKind.UPLOAD else None
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,10 @@ def combine(vectors, weights: Sequence[float], metric: str) -> Any:
     return out.astype(np.float32)
 
 
-def _stored_path_rows(store, paths: set[str]) -> dict[str, dict[str, Any]]:
+def _stored_path_rows(rows: StoredRows, paths: set[str]) -> dict[str, dict[str, Any]]:
     """Rows of the store for these paths (absolute), tried as given and with symbolic links resolved."""
     candidates = {p: {p, os.path.realpath(p)} for p in paths}
-    found = rows_by_path(store, {c for cs in candidates.values() for c in cs})
+    found = rows.by_path({c for cs in candidates.values() for c in cs})
     return {p: found[c] for p, cs in candidates.items() for c in sorted(cs) if c in found}
 
 
@@ -112,7 +117,7 @@ def _unchanged(path: str, row: dict[str, Any]) -> bool:
 
 
 def _resolve_term(term: Term, by_id: dict[int, dict], by_path: dict[str, dict]) -> ResolvedTerm:
-    if term.kind is TermKind.TEXT:
+    if term.kind in (TermKind.TEXT, TermKind.UPLOAD):
         return ResolvedTerm(term, None, None, True)
     if term.kind is TermKind.ROW and isinstance(term.value, int):
         if term.value not in by_id:
@@ -133,7 +138,7 @@ def _resolve_term(term: Term, by_id: dict[int, dict], by_path: dict[str, dict]) 
     return ResolvedTerm(term, path, None if row is None else int(row["id"]), not stored)
 
 
-def _plan(store, queries: Sequence[Query]) -> list[tuple[ResolvedTerm, ...]]:
+def _plan(rows: StoredRows, queries: Sequence[Query]) -> list[tuple[ResolvedTerm, ...]]:
     """Each term's path and stored row, and whether it must be embedded.
 
     Raises:
@@ -143,16 +148,16 @@ def _plan(store, queries: Sequence[Query]) -> list[tuple[ResolvedTerm, ...]]:
     ids = {t.value for t in terms if t.kind is TermKind.ROW and isinstance(t.value, int)}
     paths = {os.path.abspath(str(t.value)) for t in terms if t.kind is TermKind.IMAGE}
     paths |= {str(t.value) for t in terms if t.kind is TermKind.ROW and isinstance(t.value, str)}
-    by_id = rows_by_id(store, ids, columns=("path",)) if ids else {}
-    by_path = _stored_path_rows(store, paths) if paths else {}
+    by_id = rows.by_id(ids, columns=("path",)) if ids else {}
+    by_path = _stored_path_rows(rows, paths) if paths else {}
     return [tuple(_resolve_term(t, by_id, by_path) for t in q.terms) for q in queries]
 
 
 EMBED_BATCH = 64  # query images decoded and embedded at once (memory stays bounded for long stdin lists)
 
 
-def _embed(store, plans, open_encoder: Callable[[str], Any]) -> dict[tuple[str, str], Any]:
-    """Vectors of the terms that need a model, keyed ``("image", path)`` / ``("text", text)``; one encoder for all.
+def _embed(store, plans, open_encoder: Callable[[str], Any], uploads: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+    """Vectors of the terms that need a model, keyed ``("image", path)`` / ``("upload", name)`` / ``("text", text)``; one encoder for all.
 
     The first images are decoded before the model is opened, so an unreadable query fails at once.
     """
@@ -161,13 +166,22 @@ def _embed(store, plans, open_encoder: Callable[[str], Any]) -> dict[tuple[str, 
     from ..encoders._config import PreprocessConfig
     from ..images import load_image_array
 
-    images = sorted({t.path for p in plans for t in p if t.embedded and t.text is None})
+    images = sorted({t.path for p in plans for t in p if t.embedded and t.path is not None})
+    named = sorted({t.upload for p in plans for t in p if t.upload is not None})
     texts = sorted({t.text for p in plans for t in p if t.text is not None})
-    if not images and not texts:
+    if not images and not named and not texts:
         return {}
+    missing = [name for name in named if name not in uploads]
+    if missing:
+        raise InputError(f"no image was given for the uploaded term {missing[0]!r}")
     preprocess = PreprocessConfig.from_dict(store.model["preprocess"])  # the geometry the store was embedded with
-    batches = [images[i : i + EMBED_BATCH] for i in range(0, len(images), EMBED_BATCH)]
-    first = [load_image_array(p, preprocess) for p in batches[0]] if batches else []
+    keys = [("upload", name) for name in named] + [("image", p) for p in images]
+    batches = [keys[i : i + EMBED_BATCH] for i in range(0, len(keys), EMBED_BATCH)]
+
+    def pixels(key: tuple[str, str]):
+        return np.asarray(uploads[key[1]], dtype=np.uint8) if key[0] == "upload" else load_image_array(key[1], preprocess)
+
+    first = [pixels(key) for key in batches[0]] if batches else []
     try:
         encoder = open_encoder("text" if texts else "image")
     except EncoderError as exc:
@@ -176,17 +190,32 @@ def _embed(store, plans, open_encoder: Callable[[str], Any]) -> dict[tuple[str, 
         raise type(exc)(f"text term {texts[0]!r}: {exc.message}", hint=exc.hint) from None
     out: dict[tuple[str, str], Any] = {}
     for n, batch in enumerate(batches):
-        arrays = first if n == 0 else [load_image_array(p, preprocess) for p in batch]
-        out.update(zip((("image", p) for p in batch), encoder.embed_tensors(np.stack(arrays))))
+        arrays = first if n == 0 else [pixels(key) for key in batch]
+        out.update(zip(batch, encoder.embed_tensors(np.stack(arrays))))
     if texts:
         out.update(zip((("text", t) for t in texts), encoder.embed_texts(texts)))
     return out
 
 
+def _vector(term: ResolvedTerm, embedded: dict, stored: dict):
+    if term.text is not None:
+        return embedded[("text", term.text)]
+    if term.upload is not None:
+        return embedded[("upload", term.upload)]
+    return embedded[("image", term.path)] if term.embedded else stored[term.row_id]
+
+
 def resolve_queries(
-    store, queries: Sequence[Query], *, metric: str, stored_vectors: Callable[[list[int]], Any], open_encoder: Callable[[str], Any]
+    store,
+    queries: Sequence[Query],
+    *,
+    metric: str,
+    stored_vectors: Callable[[list[int]], Any],
+    open_encoder: Callable[[str], Any],
+    uploads: Mapping[str, Any] | None = None,
+    rows: StoredRows | None = None,
 ) -> list[ResolvedQuery]:
-    """One vector per query: stored rows' vectors are read, image files and texts embedded, then ``combine``d.
+    """One vector per query: stored rows' vectors are read, image files, uploads and texts embedded, then ``combine``d.
 
     Args:
         store: the open store.
@@ -195,20 +224,24 @@ def resolve_queries(
         stored_vectors: ``ids -> float32 (N, dim)``: the stored vectors of rows (called once, only if a term is stored).
         open_encoder: ``tower -> encoder`` (``"image"`` or ``"text"``, the latter able to do both): called
             once, and only when a term needs a model.
+        uploads: ``name -> uint8 (3, S, S)`` pixels of the UPLOAD terms, already decoded and cropped with the
+            store's geometry (a server decodes untrusted bytes under ``vecmetric.present.DecodeGuard``).
+        rows: where stored rows are looked up (default: the Parquet parts, read on each call).
 
     Returns:
         The ``ResolvedQuery`` of each query, in order.
 
     Raises:
-        InputError: an unknown ``@ID`` / ``@PATH``, an unreadable image, terms that cancel out.
+        InputError: an unknown ``@ID`` / ``@PATH``, an unreadable image, an UPLOAD term without pixels,
+            terms that cancel out.
         EncoderError: a text term on a store whose model has no text tower.
     """
-    plans = _plan(store, queries)
-    embedded = _embed(store, plans, open_encoder)
+    plans = _plan(rows or StoredRows(store), queries)
+    embedded = _embed(store, plans, open_encoder, uploads or {})
     stored_ids = sorted({t.row_id for p in plans for t in p if not t.embedded and t.row_id is not None})
     stored = dict(zip(stored_ids, stored_vectors(stored_ids))) if stored_ids else {}
     out = []
     for query, plan in zip(queries, plans):
-        vectors = [embedded[("text", t.text)] if t.text is not None else embedded[("image", t.path)] if t.embedded else stored[t.row_id] for t in plan]
+        vectors = [_vector(t, embedded, stored) for t in plan]
         out.append(ResolvedQuery(query, combine(vectors, [t.weight for t in plan], metric), plan))
     return out

@@ -7,132 +7,18 @@ store's ONNX export when it has one) and only when a term must be embedded.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence as SequenceABC
-from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
-from ..errors import IndexStateError, InputError
+from ..errors import InputError
 from ..progress import Reporter
 from ..store import open_store
-from ._filters import SearchFilter, allowed_ids
+from ._filters import SearchFilter
 from ._parse import parse_term
-from ._resolve import ResolvedQuery, ResolvedTerm, resolve_queries
-from ._rows import rows_by_id
+from ._results import QueryResult, SearchHit
+from ._session import SearchSession
 from ._terms import Query
 
 __all__ = ["SearchHit", "QueryResult", "search_store"]
-
-
-@dataclass
-class SearchHit:
-    """One result: the ``rank``-th nearest stored image to ``query``."""
-
-    query: str
-    rank: int
-    path: str
-    distance: float
-    label: str
-    id: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class QueryResult(SequenceABC):
-    """A query's hits, nearest first; it is a sequence of ``SearchHit`` itself.
-
-    Attributes:
-        query: the ``Query``.
-        terms: its terms as resolved (paths of stored rows, what was embedded), for sheets and previews.
-        hits: the results.
-    """
-
-    query: Query
-    terms: tuple[ResolvedTerm, ...] = ()
-    hits: list[SearchHit] = field(default_factory=list)
-
-    @property
-    def source(self) -> str:
-        return self.query.source
-
-    def __getitem__(self, index):
-        return self.hits[index]
-
-    def __len__(self) -> int:
-        return len(self.hits)
-
-
-class _Source:
-    """Where vectors come from: the index (built or updated first when needed), or the stored rows (exact)."""
-
-    def __init__(self, store, exact: bool, reporter: Reporter | None):
-        self.store, self.exact, self.reporter = store, exact, reporter
-        self._index = None
-        self._data = None
-        self._metric: str | None = None
-
-    @property
-    def index(self):
-        from ..index import load_current_index
-
-        if self._index is None:
-            self._index = load_current_index(self.store, reporter=self.reporter)
-        return self._index
-
-    @property
-    def data(self):
-        """``(ids int64 (N,), vectors float32 (N, dim))`` of every stored row, read once."""
-        import numpy as np
-
-        from ..store import embeddings_to_numpy
-        from ._rows import read_columns
-
-        if self._data is None:
-            table = read_columns(self.store, ["id", "embedding"])
-            self._data = np.asarray(table.column("id").to_pylist(), dtype=np.int64), embeddings_to_numpy(table.column("embedding"))
-        return self._data
-
-    @property
-    def metric(self) -> str:
-        """The index's metric, read from its sidecar without loading it (the store's model's when there is none yet)."""
-        if self._metric is None:
-            from ..index import index_status
-
-            self._metric = (index_status(self.store).sidecar or {}).get("metric") or self.store.metric
-        return self._metric
-
-    def vectors(self, ids: list[int]):
-        import numpy as np
-
-        if not self.exact:
-            try:
-                return self.index.vectors(ids)
-            except KeyError as exc:
-                raise IndexStateError(f"the index lacks row {exc.args[0]}", hint="run 'vecmetric index --rebuild'") from None
-        data_ids, vectors = self.data
-        order = np.argsort(data_ids)
-        at = order[np.searchsorted(data_ids, ids, sorter=order)]
-        return vectors[at]
-
-    def nearest(self, resolved: list[ResolvedQuery], k: int, ef: int | None, allowed, keep_own: bool):
-        """Per query, its ``k`` nearest rows; a hyperbolic store's index candidates are re-ranked by exact Poincare distance."""
-        import numpy as np
-
-        from ..distances import geometry_of, poincare_candidate_count
-        from ._nearest import nearest_exact, nearest_in_index, rerank_hyperbolic
-
-        vectors = np.stack([r.vector for r in resolved])
-        excluded = [frozenset() if keep_own else r.own_rows for r in resolved]
-        geometry = geometry_of(self.store.model)
-        if self.exact:
-            ids, data = self.data
-            return nearest_exact(data, ids, vectors, k, self.metric, allowed, excluded, curvature=geometry.curvature)
-        if not geometry.hyperbolic:
-            return nearest_in_index(self.index, vectors, k, ef, allowed, excluded)
-        wide = poincare_candidate_count(k, ef or int(self.index.sidecar.get("ef", 64)))
-        candidates = nearest_in_index(self.index, vectors, wide, ef, allowed, excluded)
-        return rerank_hyperbolic(self.index, vectors, candidates, k, geometry.curvature)
 
 
 def _names_store_model(model: str, store) -> bool:
@@ -202,33 +88,5 @@ def search_store(
         raise InputError("no queries given")
     st = open_store(store)
     _check_model(st, model, device, allow_pickle_files)
-    source = _Source(st, exact, reporter)
-
-    def open_encoder(tower: str):
-        from ..runtime import open_query_encoder
-
-        return open_query_encoder(st, tower=tower, device=device, allow_pickle_files=allow_pickle_files, reporter=reporter)
-
-    resolved = resolve_queries(st, parsed, metric=source.metric, stored_vectors=source.vectors, open_encoder=open_encoder)
-    allowed = allowed_ids(st, filters)
-    found = source.nearest(resolved, k, ef, allowed, keep_query_images)
-    return _results(st, resolved, found, source.metric, filters or SearchFilter())
-
-
-def _results(store, resolved: list[ResolvedQuery], found, metric: str, filters: SearchFilter) -> list[QueryResult]:
-    import numpy as np
-
-    ids = np.unique(np.concatenate([labels for labels, _ in found])) if found else []
-    rows = rows_by_id(store, ids, columns=("path", "label"))
-    results = []
-    for query, (labels, distances) in zip(resolved, found):
-        hits: list[SearchHit] = []
-        for label, dist in zip(labels.tolist(), distances.tolist()):
-            # Rounding can make a self-match's distance -1e-7; cosine and l2 distances are never negative.
-            dist = float(dist) if metric == "ip" else max(0.0, float(dist))
-            if not filters.within(dist):
-                break
-            row = rows.get(int(label), {})
-            hits.append(SearchHit(query.query.source, len(hits) + 1, row.get("path", ""), dist, row.get("label", ""), int(label)))
-        results.append(QueryResult(query.query, query.terms, hits))
-    return results
+    session = SearchSession(st, exact=exact, device=device, allow_pickle_files=allow_pickle_files, reporter=reporter)
+    return session.search(parsed, k=k, ef=ef, filters=filters, keep_query_images=keep_query_images)

@@ -24,6 +24,7 @@ class TermKind(str, enum.Enum):
     IMAGE = "image"  # an image file; its stored vector is used when the store holds it unchanged, else it is embedded
     ROW = "row"  # a stored row, by id (int) or by the path the store holds (str): its vector is read, never embedded
     TEXT = "text"  # a text, embedded by the text tower of an open_clip store's model
+    UPLOAD = "upload"  # an image given as bytes (a server's upload), named by the term's value; its pixels come with the search
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Term:
 
     Attributes:
         kind: a ``TermKind``.
-        value: the image path (IMAGE), the row id or stored path (ROW), or the text (TEXT).
+        value: the image path (IMAGE), the row id or stored path (ROW), the text (TEXT), or the name of
+            an uploaded image (UPLOAD; ``SearchSession.search`` gets its pixels under that name).
         weight: a non-zero finite number; negative subtracts the term.
     """
 
