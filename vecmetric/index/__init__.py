@@ -15,6 +15,7 @@ __all__ = [
     "IndexState",
     "IndexStatus",
     "RayShardedIndex",
+    "live_ray_index",
     "SIDECAR_NAME",
     "ShardedIndex",
     "build_index",
@@ -35,8 +36,8 @@ def __getattr__(name: str):
         from .. import query
 
         return getattr(query, name)
-    if name == "RayShardedIndex":  # imported on use: it is the only index class that needs Ray
-        from ._ray_shards import RayShardedIndex
+    if name in ("RayShardedIndex", "live_ray_index"):  # imported on use: the only index code that needs Ray
+        from . import _ray_shards
 
-        return RayShardedIndex
+        return getattr(_ray_shards, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

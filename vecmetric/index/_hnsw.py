@@ -157,8 +157,8 @@ class HnswIndex:
 
         Args:
             vectors: float32 (Q, dim) queries.
-            k: neighbours per query (clipped to the live count; with ``filter``, at most the number of
-                labels it allows, or hnswlib cannot fill the rows).
+            k: neighbours per query (clipped to the live count; with ``filter``, to the number of
+                live labels it allows).
             ef: search breadth (default the sidecar's); widened when too few neighbours come back.
             threads: hnswlib threads (-1: all cores); one with ``filter``, which calls back into Python.
             filter: ``label -> bool``: only labels it allows are returned (hnswlib searches on past the
@@ -181,6 +181,9 @@ class HnswIndex:
                 # Too few live neighbours reachable at this ef (many deletions, or a narrow filter): widen the search.
                 if ef >= self.index.get_current_count():
                     if filter is not None:
+                        allowed = sum(1 for label in self.ids.tolist() if filter(label))
+                        if allowed < k:  # fewer rows of this index pass (one shard of several, say): all of them
+                            return self.query(vectors, allowed, ef=ef, threads=threads, filter=filter)
                         raise IndexStateError(f"fewer than {k} indexed rows pass the filter") from None
                     raise IndexStateError("the index cannot return enough neighbours", hint="run 'vecmetric index --rebuild'") from None
                 ef *= 2

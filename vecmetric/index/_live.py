@@ -47,10 +47,14 @@ class LiveIndex:
 
     Args:
         path: the store folder.
+        open_index: ``open_index(store)`` opens the committed index (default: ``load_index`` of its
+            folder, in this process; a server on Ray passes one that holds the shards in Ray actors).
+            An index it opened before is closed (``close``, if it has one) when a new generation replaces it.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, open_index=None):
         self.path = path
+        self.open_index = open_index or (lambda store: load_index(store.index_dir))
         self.store = open_store(path)
         self._stamp = FolderStamp(self.store.path, self.store.index_dir)
         self.index: HnswIndex | ShardedIndex | None = None
@@ -123,14 +127,24 @@ class LiveIndex:
 
         sidecar_path = self.store.index_dir / SIDECAR_NAME
         if not sidecar_path.is_file():
-            self.index, self._generation = None, None
+            self._replace_index(None)
+            self._generation = None
             return
         generation = sidecar_generations(read_json(sidecar_path))
         if generation != self._generation or self.index is None:
-            self.index = load_index(self.store.index_dir)
+            self._replace_index(self.open_index(self.store))
             self._generation = sidecar_generations(self.index.sidecar)
             self.deleted = 0
             self._parts.clear()  # which parts count as indexed depends on the generation's snapshot
+
+    def _replace_index(self, index) -> None:
+        old, self.index = self.index, index
+        if old is not None and old is not index and hasattr(old, "close"):
+            old.close()
+
+    def close(self) -> None:
+        """Close the index this view opened (its Ray actors, say)."""
+        self._replace_index(None)
 
     def _read_part(self, key: tuple[str, int, int], vectors: bool) -> _Part:
         import pyarrow.parquet as pq

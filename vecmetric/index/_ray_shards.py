@@ -20,7 +20,7 @@ from ..progress import Reporter
 from ._hnsw import HnswIndex, IndexParams, write_generation_bytes
 from ._shards import merge_top_k, shard_count, shard_generation
 
-__all__ = ["RayShardedIndex", "build_shards_with_ray"]
+__all__ = ["RayShardedIndex", "build_shards_with_ray", "live_ray_index"]
 
 BUILD_RETRIES = 2  # a shard task lost with its worker or node is run again, at most this many times
 ACTOR_CPUS = 0.25  # at most, and less when the cluster has fewer CPUs than shards / 4: Ray would wait forever
@@ -124,6 +124,19 @@ def _build_shard(base: dict[str, Any], dim: int, existing, gone_ids, vectors, id
         return (folder / "hnsw-built.bin").read_bytes(), index.ids, files
 
 
+def _servable_sidecar(store, update: bool) -> dict[str, Any]:
+    """The sidecar of the index to serve: brought up to date first (``update``), else the committed one as it is."""
+    from ._build import load_current_index
+    from ._status import IndexStatus, index_status
+
+    if update:
+        return load_current_index(store).sidecar
+    status = index_status(store)
+    if status.status not in (IndexStatus.CURRENT, IndexStatus.STALE):
+        raise IndexStateError(f"the index of {store.path} is {status.status.value}: {status.reason}", hint="run 'vecmetric index'")
+    return status.sidecar
+
+
 class _ShardActor:
     """Holds one shard in memory and answers queries on it."""
 
@@ -139,6 +152,23 @@ class _ShardActor:
 
     def query(self, vectors, k: int, ef: int | None, filter):
         return self.shard.query(vectors, k, ef=ef, filter=filter, threads=self.threads)
+
+    def ids(self):
+        return self.shard.ids
+
+    def vectors_of(self, labels):
+        """``(labels this shard holds, their vectors)``."""
+        import numpy as np
+
+        mine = np.asarray(labels, dtype=np.int64)[np.isin(labels, self.shard.ids)]
+        return mine, self.shard.vectors(mine)
+
+    def mark_deleted(self, labels) -> int:
+        import numpy as np
+
+        mine = np.asarray(labels, dtype=np.int64)[np.isin(labels, self.shard.ids)]
+        self.shard.mark_deleted(mine)
+        return self.shard.count
 
 
 class RayShardedIndex:
@@ -156,6 +186,8 @@ class RayShardedIndex:
             when the cluster's CPUs divided by the shard count is less.
         threads: hnswlib threads per query in each actor.
         start_timeout: seconds for every actor to be placed and loaded before giving up.
+        update: bring a stale index up to date first (under the store's lock); False serves the
+            committed index as it is (a server's ``LiveIndex`` adds the rows written since).
 
     Raises:
         EngineError: Ray is missing, or the cluster cannot hold the shards (not enough memory for all
@@ -163,11 +195,12 @@ class RayShardedIndex:
         IndexStateError: the index cannot be brought up to date or its files are damaged.
     """
 
-    def __init__(self, store, address: str | None = None, actor_cpus: float = ACTOR_CPUS, threads: int = 1, start_timeout: float = ACTOR_START_TIMEOUT):
-        from ._build import load_current_index
-
+    def __init__(
+        self, store, address: str | None = None, actor_cpus: float = ACTOR_CPUS, threads: int = 1, start_timeout: float = ACTOR_START_TIMEOUT, update: bool = True
+    ):
         self._exit = contextlib.ExitStack()
-        self.sidecar = load_current_index(store).sidecar  # current, and readable, before anything is sent
+        self.sidecar = _servable_sidecar(store, update)  # readable (and current when asked) before anything is sent
+        self._ids = None
         entries = self.sidecar["shards"] if shard_count(self.sidecar) > 1 else [self.sidecar]
         ray = self._exit.enter_context(ray_session(address))
         self._ray = ray
@@ -207,8 +240,61 @@ class RayShardedIndex:
     def shards(self) -> int:
         return len(self._actors)
 
-    def query(self, vectors, k: int, ef: int | None = None, filter=None):
-        """``(labels, distances)`` of the ``k`` nearest live vectors over every shard (see ``HnswIndex.query``)."""
+    @property
+    def ids(self):
+        """Every shard's live row ids, sorted (asked of the actors once, then kept up to date here)."""
+        import numpy as np
+
+        if self._ids is None:
+            found = self._call(lambda a: a.ids.remote())
+            self._ids = np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+        return self._ids
+
+    def has(self, label: int) -> bool:
+        """Whether ``label`` is a live vector of any shard."""
+        import numpy as np
+
+        at = int(np.searchsorted(self.ids, label))
+        return at < len(self.ids) and int(self.ids[at]) == int(label)
+
+    def vectors(self, labels):
+        """The stored vectors of ``labels``, from the actors that hold them (see ``HnswIndex.vectors``).
+
+        Raises:
+            KeyError: a label is in no shard.
+        """
+        import numpy as np
+
+        labels = np.asarray([int(x) for x in labels], dtype=np.int64)
+        out = np.zeros((len(labels), int(self.sidecar["dim"])), dtype=np.float32)
+        found = np.zeros(len(labels), dtype=bool)
+        for mine, vectors in self._call(lambda a: a.vectors_of.remote(labels)):
+            at = np.searchsorted(np.sort(labels), mine)
+            where = np.argsort(labels, kind="stable")[at]
+            out[where], found[where] = vectors, True
+        if not found.all():
+            raise KeyError(int(labels[~found][0]))
+        return out
+
+    def mark_deleted(self, labels) -> None:
+        """Hide ``labels`` in the actors' in-memory shards (the files are not touched)."""
+        import numpy as np
+
+        labels = np.asarray([int(x) for x in labels], dtype=np.int64)
+        self._counts = self._call(lambda a: a.mark_deleted.remote(labels))
+        if self._ids is not None:
+            self._ids = np.setdiff1d(self._ids, labels)
+
+    def _call(self, remote) -> list:
+        """``ray.get`` of ``remote(actor)`` for every actor, a failed actor one ``EngineError``."""
+        try:
+            return self._ray.get([remote(actor) for actor in self._actors])
+        except self._ray.exceptions.RayError as exc:
+            raise EngineError(f"a shard actor failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+
+    def query(self, vectors, k: int, ef: int | None = None, filter=None, threads: int | None = None):
+        """``(labels, distances)`` of the ``k`` nearest live vectors over every shard (see ``HnswIndex.query``;
+        ``threads`` is the actors' own, set when they started)."""
         import numpy as np
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -216,10 +302,7 @@ class RayShardedIndex:
         if not live:
             empty = np.zeros((len(vectors), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        try:
-            answers = self._ray.get([a.query.remote(vectors, k, ef, filter) for a in live])
-        except self._ray.exceptions.RayError as exc:
-            raise EngineError(f"a shard actor failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        answers = [a for a, n in zip(self._call(lambda a: a.query.remote(vectors, k, ef, filter)), self._counts) if n]
         return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
 
     def close(self) -> None:
@@ -235,3 +318,17 @@ class RayShardedIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def live_ray_index(path, address: str | None = None):
+    """A ``LiveIndex`` of the store at ``path`` whose committed shards are held in Ray actors
+    (``serve --engine ray``): each new index generation gets new actors, the old ones are stopped.
+
+    Raises:
+        EngineError: Ray is missing, or the cluster cannot hold the shards.
+    """
+    from .._ray_session import require_ray
+    from ._live import LiveIndex
+
+    require_ray()
+    return LiveIndex(path, open_index=lambda store: RayShardedIndex(store, address=address, update=False))

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..errors import InputError
 from ._auth import Auth
 from ._bodycap import BodyCap
 from ._errors import install_error_handler
@@ -49,6 +50,8 @@ def create_app(
     reporter: Any = None,
     index: Any = None,
     warm_up: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``store``: the JSON API, the page at ``/``, the OpenAPI schema at ``/openapi.json``.
 
@@ -65,12 +68,16 @@ def create_app(
             e.g. shards in Ray actors: anything ``SearchSession`` takes).
         warm_up: load the index and the model in the background when the app starts (``/healthz`` turns
             ok when done); otherwise on the first request.
+        engine: ``local`` (the index in this process) or ``ray`` (each shard in a Ray actor placed where
+            the cluster has memory for it, so an index larger than this machine's memory is served).
+        address: the Ray cluster for ``engine="ray"`` (None: a loopback-only Ray instance on this machine).
 
     Returns:
         The app; run it with uvicorn (``vecmetric.serve.run_server``) or test it with FastAPI's ``TestClient``.
 
     Raises:
         StoreError: no store at ``store``, or a hyperbolic one (not served yet).
+        InputError: an unknown ``engine``; EngineError: ``ray`` without Ray installed.
     """
     from .. import __version__
     from ..store import open_store
@@ -78,6 +85,12 @@ def create_app(
 
     opened = open_store(store)
     refuse_hyperbolic(opened)
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray" and index is None:
+        from ..index import live_ray_index
+
+        index = live_ray_index(opened.path, address)
     state = ServerState(opened, limits or ServeLimits(), reporter=reporter, thumbnails_on_disk=thumbnails_on_disk, index=index)
 
     @contextlib.asynccontextmanager

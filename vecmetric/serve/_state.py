@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,16 +65,19 @@ class ServerState:
         )
         self.thumbnails = ThumbnailCache(str(store.manifest.get("store_id") or store.path), memory_bytes=limits.thumbnail_memory_bytes, disk=thumbnails_on_disk)
         self.failed: str | None = None
+        self._given_index = index is not None
+        self._refreshed = threading.Event()
 
     @property
     def ready(self) -> bool:
-        """Whether the index is loaded (``/healthz``)."""
-        return self.session.loaded
+        """Whether the index is loaded (``/healthz``); an index given to the server counts once it was refreshed."""
+        return self.session.loaded and (not self._given_index or self._refreshed.is_set())
 
     def warm_up(self) -> None:
         """Load the index and the image encoder now, so that the first searches need not wait for them."""
         try:
             self.session.refresh()
+            self._refreshed.set()
             self.session.encoder("image")
         except Exception as exc:  # noqa: BLE001 - a server keeps answering (with errors) whatever the store does
             self.failed = str(exc)
@@ -82,5 +86,8 @@ class ServerState:
         self.reporter.log(f"ready: {self.session.index.count} images searchable")
 
     def close(self) -> None:
-        """Stop the decode workers (at shutdown)."""
+        """Stop the decode workers and close an index held elsewhere (Ray actors), at shutdown."""
         self.guard.close()
+        index = self.session._index
+        if index is not None and hasattr(index, "close"):
+            index.close()
