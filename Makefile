@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/ray_engine.py
 	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/cold_search.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

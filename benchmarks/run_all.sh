@@ -70,6 +70,12 @@ fi
 step "ONNX export and torch-free queries (CPU)"
 "$PYTHON" benchmarks/onnx_runtime.py
 
+step "cold search in fresh processes against import torch (20k rows)"
+"$PYTHON" benchmarks/cold_search.py
+
+step "serve under load: 8 clients for 30 s, stored-id and uploaded-image queries (100k rows)"
+"$PYTHON" benchmarks/serve_load.py
+
 # The index it searches is built once (a few minutes on 2 cores) and cached in $TMPDIR/vecmetric-dedup-scale,
 # with a store of the same rows; the near-duplicate benchmark on real photos (dedup_bench.py) needs the
 # photos' source repositories and imagededup's venv, so it is run by hand (see benchmarks/DEDUP_DATA.md).
