@@ -97,3 +97,21 @@ def test_a_store_made_by_one_engine_is_updated_by_the_other(ray_loopback, small_
     assert (result.embedded, result.unchanged) == (3, 14)
     embed(folder, reference, small_model, "local")
     assert_same_store(store, reference)
+
+
+def test_an_onnxruntime_store_is_embedded_through_its_export_by_the_ray_engine(ray_loopback, small_model, folder, tmp_path, monkeypatch):
+    import vecmetric.encoders as encoders
+
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    embed(folder, local, small_model, "local", runtime="onnxruntime")
+    result = embed(folder, ray, small_model, "ray", runtime="onnxruntime")
+    assert result.runtime == "onnxruntime fp32" and open_store(ray).manifest["runtime"]["name"] == "onnxruntime"
+    assert_same_store(ray, local)  # within 1e-5: the same graph made both
+
+    (folder / "class_00" / "img_000.png").unlink()  # the next run embeds one new file, with the export only
+    shutil.copy2(folder / "class_01" / "img_000.png", folder / "class_01" / "new.png")
+    with (folder / "class_01" / "new.png").open("ab") as fh:
+        fh.write(b"\0")  # other bytes, so its vector is computed rather than reused
+    monkeypatch.setattr(encoders, "load_encoder", lambda *a, **k: pytest.fail("torch loaded for an onnxruntime store"))
+    again = embed(folder, ray, None, "ray")
+    assert (again.embedded, again.removed) == (1, 1)

@@ -95,5 +95,6 @@ def engine_outcomes(
         preprocess=encoder.preprocess,
         fingerprint=encoder.fingerprint,
         allow_pickle_files=allow_pickle_files,
+        export_folder=getattr(getattr(encoder, "info", None), "folder", None),  # an onnxruntime store's export
         reporter=reporter,
     )

@@ -13,6 +13,8 @@ optional extra.
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .._ray_session import INSTALL_HINT, ray_session, require_ray
@@ -57,6 +59,7 @@ def ray_embed_outcomes(
     preprocess: PreprocessConfig | None = None,
     fingerprint: str | None = None,
     allow_pickle_files: bool = False,
+    export_folder: str | None = None,
     reporter: Reporter | None = None,
 ) -> Iterator[Outcome]:
     """Embed ``files`` on a Ray cluster, yielding one ``Outcome`` per file in completion order.
@@ -82,6 +85,8 @@ def ray_embed_outcomes(
         preprocess: the model's ``PreprocessConfig`` (default: loaded from ``model_spec`` here, on CPU).
         fingerprint: the store's model fingerprint; an actor whose weights differ refuses to embed.
         allow_pickle_files: see ``load_encoder``.
+        export_folder: the store's ONNX export (``STORE/_model``) when its vectors are made by onnxruntime:
+            CPU actors receive its files and run it (no torch), so their vectors are the local engine's.
         reporter: advanced as each batch of outcomes arrives.
 
     Returns:
@@ -100,6 +105,8 @@ def ray_embed_outcomes(
 
         preprocess = load_encoder(model_spec, device="cpu", precision="fp32", allow_pickle_files=allow_pickle_files).preprocess
     model = {"spec": model_spec, "precision": precision, "fingerprint": fingerprint, "allow_pickle_files": allow_pickle_files}
+    if export_folder is not None and gpus_per_worker == 0:
+        model["export"] = {p.name: p.read_bytes() for p in Path(export_folder).iterdir() if p.is_file()}
     pool = {"batch_size": batch_size, "gpus_per_worker": gpus_per_worker, "workers": workers, "worker_class": _EmbedWorker}
     return _stream(list(files), _KnownHashes(known_hashes), preprocess, model, pool, address, reporter_or_default(reporter))
 
@@ -226,18 +233,33 @@ def _decode_batch(batch: dict[str, Any], preprocess, known: _KnownHashes) -> dic
     return {"index": batch["index"], "hash": np.array(hashes), "error": np.array(errors), "decoded": decoded, "pixels": pixels}
 
 
+def _actor_encoder(model: dict[str, Any]):
+    """An actor's model: the store's ONNX export when the driver sent its files, else the torch model."""
+    if model.get("export"):
+        import tempfile
+
+        from ..runtime import load_export
+
+        folder = Path(tempfile.mkdtemp(prefix="vecmetric-export-"))
+        for name, data in model["export"].items():
+            (folder / name).write_bytes(data)
+        encoder = load_export(folder, model["fingerprint"], threads=model["threads"])
+        encoder.prepare("image")  # the graph's bytes are read (and checked) now: the folder can go
+        shutil.rmtree(folder, ignore_errors=True)
+        return encoder
+    import torch
+
+    from ..encoders import load_encoder
+
+    torch.set_num_threads(model["threads"])  # Ray sets OMP_NUM_THREADS=1 in its workers
+    return load_encoder(model["spec"], device=model["device"], precision=model["precision"], allow_pickle_files=model["allow_pickle_files"])
+
+
 class _EmbedWorker:
     """A Ray Data actor: loads the model once, then embeds the decoded rows of each batch."""
 
     def __init__(self, model: dict[str, Any]):
-        import torch
-
-        from ..encoders import load_encoder
-
-        torch.set_num_threads(model["threads"])  # Ray sets OMP_NUM_THREADS=1 in its workers
-        self.encoder = load_encoder(
-            model["spec"], device=model["device"], precision=model["precision"], allow_pickle_files=model["allow_pickle_files"]
-        )
+        self.encoder = _actor_encoder(model)
         self.refusal = ""
         if model["fingerprint"] and self.encoder.fingerprint != model["fingerprint"]:
             # Sent back as data for the driver to raise: an exception raised here reaches it only as text.
