@@ -178,8 +178,14 @@ class ForkServer:
         return self.start(*argv, **kwargs).wait(timeout)
 
     def close(self) -> None:
+        """End the server: it leaves its loop when stdin closes; one still tearing down after a minute
+        (a loaded machine, torch's modules) is killed, as nothing it could still do is tested."""
         self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # --- models, images and stores ------------------------------------------------------------------
