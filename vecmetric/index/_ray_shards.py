@@ -18,7 +18,7 @@ from .._ray_session import ray_session
 from ..errors import EngineError, IndexStateError
 from ..progress import Reporter
 from ._hnsw import HnswIndex, IndexParams, write_generation_bytes
-from ._shards import merge_top_k, shard_count, shard_generation
+from ._shards import gather_vectors, held_vectors, merge_top_k, shard_count, shard_generation
 
 __all__ = ["RayShardedIndex", "build_shards_with_ray", "live_ray_index"]
 
@@ -157,11 +157,7 @@ class _ShardActor:
         return self.shard.ids
 
     def vectors_of(self, labels):
-        """``(labels this shard holds, their vectors)``."""
-        import numpy as np
-
-        mine = np.asarray(labels, dtype=np.int64)[np.isin(labels, self.shard.ids)]
-        return mine, self.shard.vectors(mine)
+        return held_vectors(self.shard, labels)
 
     def mark_deleted(self, labels) -> int:
         import numpy as np
@@ -266,15 +262,7 @@ class RayShardedIndex:
         import numpy as np
 
         labels = np.asarray([int(x) for x in labels], dtype=np.int64)
-        out = np.zeros((len(labels), int(self.sidecar["dim"])), dtype=np.float32)
-        found = np.zeros(len(labels), dtype=bool)
-        for mine, vectors in self._call(lambda a: a.vectors_of.remote(labels)):
-            at = np.searchsorted(np.sort(labels), mine)
-            where = np.argsort(labels, kind="stable")[at]
-            out[where], found[where] = vectors, True
-        if not found.all():
-            raise KeyError(int(labels[~found][0]))
-        return out
+        return gather_vectors(labels, self._call(lambda a: a.vectors_of.remote(labels)), int(self.sidecar["dim"]))
 
     def mark_deleted(self, labels) -> None:
         """Hide ``labels`` in the actors' in-memory shards (the files are not touched)."""

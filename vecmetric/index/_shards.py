@@ -23,7 +23,7 @@ from ..errors import IndexStateError, reason
 from ._hnsw import HnswIndex, commit_sidecar, new_generation
 from ._status import SIDECAR_NAME
 
-__all__ = ["ShardedIndex", "assign_new_ids", "commit_shards", "load_index", "merge_top_k", "shard_cap", "shard_count", "shard_generation"]
+__all__ = ["ShardedIndex", "assign_new_ids", "gather_vectors", "held_vectors", "commit_shards", "load_index", "merge_top_k", "shard_cap", "shard_count", "shard_generation"]
 
 SHARD_SLACK = 0.05  # a shard may grow 5% past the balanced level before new rows go to the next one
 SHARDED_FORMAT_VERSION = 2  # readers of version 1 (no "shards") find no generation and refuse the index
@@ -87,6 +87,35 @@ def merge_top_k(labels: Sequence, distances: Sequence, k: int):
     return np.take_along_axis(all_labels, order, axis=1), np.take_along_axis(all_distances, order, axis=1)
 
 
+def held_vectors(shard: HnswIndex, labels):
+    """``(the labels of labels that shard holds, their vectors)``."""
+    import numpy as np
+
+    labels = np.unique(np.asarray(labels, dtype=np.int64))
+    mine = labels[np.isin(labels, shard.ids)]
+    return mine, shard.vectors(mine)
+
+
+def gather_vectors(labels, answers, dim: int):
+    """The vectors of ``labels`` (float32 (N, dim), in their order) from the shards' ``held_vectors`` answers.
+
+    Raises:
+        KeyError: a label no shard holds.
+    """
+    import numpy as np
+
+    labels = np.asarray([int(x) for x in labels], dtype=np.int64)
+    unique, inverse = np.unique(labels, return_inverse=True)
+    out = np.zeros((len(unique), dim), dtype=np.float32)
+    found = np.zeros(len(unique), dtype=bool)
+    for mine, vectors in answers:
+        at = np.searchsorted(unique, np.asarray(mine, dtype=np.int64))
+        out[at], found[at] = vectors, True
+    if not found.all():
+        raise KeyError(int(unique[~found][0]))
+    return out[inverse.reshape(-1)]
+
+
 class ShardedIndex:
     """N hnswlib indexes answering as one: the same query interface as ``HnswIndex``."""
 
@@ -134,19 +163,7 @@ class ShardedIndex:
         Raises:
             KeyError: a label is in no shard.
         """
-        import numpy as np
-
-        labels = np.asarray([int(x) for x in labels], dtype=np.int64)
-        out = np.zeros((len(labels), int(self.sidecar["dim"])), dtype=np.float32)
-        found = np.zeros(len(labels), dtype=bool)
-        for shard in self.shards:
-            mine = np.isin(labels, shard.ids) & ~found
-            if mine.any():
-                out[mine] = shard.vectors(labels[mine])
-                found |= mine
-        if not found.all():
-            raise KeyError(int(labels[~found][0]))
-        return out
+        return gather_vectors(labels, [held_vectors(shard, labels) for shard in self.shards], int(self.sidecar["dim"]))
 
     def query(self, vectors, k: int, ef: int | None = None, filter=None, threads: int = -1):
         """``(labels, distances)`` of the ``k`` nearest live vectors over every shard (see ``HnswIndex.query``)."""
