@@ -46,6 +46,17 @@ def pytest_configure(config):
         pass
 
 
+@pytest.fixture
+def runner():
+    """typer's CLI runner keeping stderr apart from stdout (click >= 8.2 always does; 8.1 needs mix_stderr=False)."""
+    from typer.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """cwd, HOME, caches and the default store all inside ``tmp_path``."""

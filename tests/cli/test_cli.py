@@ -12,21 +12,11 @@ import click
 import pytest
 import typer
 from _helpers import one_error_line
-from typer.testing import CliRunner
 
 from vecmetric import __version__
 from vecmetric.cli._app import app
 
 JSON_KEYS = {"query", "rank", "path", "distance", "label", "id"}
-
-
-@pytest.fixture
-def runner():
-    """A runner that keeps stderr apart from stdout (click >= 8.2 always does; 8.1 needs mix_stderr=False)."""
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def invoke(runner, *args, input=None, ok=True):

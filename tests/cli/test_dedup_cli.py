@@ -16,21 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _helpers import PLANTED_THRESHOLD, fake_store, file_snapshot, one_error_line, parquet_rows
-from typer.testing import CliRunner
 
 from vecmetric.cli._app import app
 from vecmetric.index import index_status
 from vecmetric.store import embed_directory, open_store
 
 T = str(PLANTED_THRESHOLD)
-
-
-@pytest.fixture
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def invoke(runner, *args, code=0):

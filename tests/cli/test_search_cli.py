@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from _helpers import one_error_line
 from PIL import Image
-from typer.testing import CliRunner
 
 from vecmetric.cli._app import app
 
@@ -43,14 +42,6 @@ def colour_store(tmp_path_factory, small_model):
     build_index(open_store(store))
     shutil.rmtree(model_dir(store), ignore_errors=True)
     return store, colour_of
-
-
-@pytest.fixture
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def run(runner, *args, input=None, code=0):

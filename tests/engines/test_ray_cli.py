@@ -13,7 +13,6 @@ import time
 import psutil
 import pytest
 from _helpers import assert_loopback_only, descendants, one_error_line, sockets_of
-from typer.testing import CliRunner
 
 from vecmetric.cli._app import app
 
@@ -57,14 +56,6 @@ def test_embed_with_its_own_ray_instance_stays_on_loopback_and_quiet(tmp_path_fa
     assert_loopback_only(sockets)
     gone, alive = psutil.wait_procs([p for pid, p in seen.items() if pid != proc.pid], timeout=60)
     assert alive == [], f"Ray processes left behind: {[p.pid for p in alive]}"
-
-
-@pytest.fixture
-def runner():
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:
-        return CliRunner()
 
 
 def test_without_ray_the_ray_engine_is_one_line_saying_how_to_install_it(runner, monkeypatch, image_folder, tiny_model):
