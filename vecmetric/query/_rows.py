@@ -162,6 +162,7 @@ class RowCatalog(StoredRows):
         self._table = None
         self._sorted_ids = self._order = None
         self._by_path: dict[str, int] | None = None
+        self._lists: dict[str, list] = {}
 
     def refresh(self) -> "RowCatalog":
         """Bring the catalog up to date with the parts on disk.
@@ -200,13 +201,18 @@ class RowCatalog(StoredRows):
         self._order = np.argsort(ids, kind="stable")
         self._sorted_ids = ids[self._order]
         self._by_path = None
+        self._lists = {}
         self._stamp.settle(taken)
         return self
 
     def _rows(self, positions, names: list[str]) -> list[dict[str, Any]]:
-        import numpy as np
-
-        return self._table.select(names).take(np.asarray(positions, dtype=np.int64)).to_pylist()
+        # Python lists of the columns asked for, made once per refresh: a server looks rows up on every
+        # request, and pyarrow's take() + to_pylist() cost ~0.4 ms a call where indexing lists costs µs.
+        for name in names:
+            if name not in self._lists:
+                self._lists[name] = _pylist(self._table.column(name))
+        columns = [self._lists[name] for name in names]
+        return [dict(zip(names, (column[p] for column in columns))) for p in (int(x) for x in positions)]
 
     def by_id(self, ids: Iterable[int], columns: Iterable[str] = ("path", "label")) -> dict[int, dict[str, Any]]:
         """``id -> {column: value}`` for the wanted ids the catalog holds, as ``rows_by_id``."""
