@@ -239,10 +239,9 @@ def verdicts(figures: dict, clients: int) -> list[str]:
         f"(with its decode workers {start_total:.0f} -> {end_total:.0f} MiB).",
         "The clients are threads of the benchmark's process on the same machine: 'client CPU' is the cores they used "
         "(taken from the server's 2). Load is the 1-minute load average before each run.",
-        f"With {clients} clients always waiting, p50 is about {clients} / (requests/s) (Little's law): stored-id queries are "
-        "CPU-bound at the throughput one client already reaches. The server's Python work per request (uvicorn, FastAPI, "
-        "pydantic, the session's row lookups; about 2 of its 3 ms) runs under one GIL, so the second core only helps with "
-        "hnswlib's part. The p50 target needs about 400 requests/s on an idle 2-core machine.",
+        f"With {clients} clients always waiting, p50 is about {clients} / (requests/s) (Little's law), so the p50 target "
+        "needs about 400 requests/s on the 2-core machine. The server's Python work per request (uvicorn, FastAPI, "
+        "pydantic, the search session) runs under one GIL; the second core helps mostly with hnswlib's part, which releases it.",
         "Memory: RSS grows once, during the first batched uploads (onnxruntime's arena sized for batches up to the client "
         "count), then stays flat: four more 10 s runs of 8 uploading clients added 9 MiB, the last two 0.4 MiB.",
     ]
