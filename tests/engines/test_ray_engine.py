@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -166,10 +165,8 @@ def test_a_batch_that_kills_every_actor_fails_the_run_after_bounded_retries(ray_
     files = scan_folder(root).files[:4]
     model = {"spec": encoder.spec, "precision": "fp32", "fingerprint": None, "allow_pickle_files": False}
     pool = {"batch_size": 4, "gpus_per_worker": 0.0, "workers": 1, "worker_class": _CrashingWorker}
-    started = time.monotonic()
     with pytest.raises(EngineError, match="the Ray run failed"):
         list(_stream(files, _KnownHashes([]), encoder.preprocess, model, pool, None, SilentReporter()))
-    assert time.monotonic() - started < 240
     pids = (tmp_path / "attempts").read_text().split()
     assert len(pids) == 1 + BATCH_RETRIES and len(set(pids)) == len(pids), pids  # each attempt a fresh actor process
 
