@@ -55,18 +55,19 @@ def _recorded_precision(recorded: dict[str, str], precision: str) -> str:
     return recorded["precision"]
 
 
-def _check_runtime(runtime: str, recorded: dict[str, str] | None, device: str, precision: str, decode: str) -> None:
+def _check_runtime(runtime: str, store, recorded: dict[str, str] | None, device: str, precision: str, decode: str) -> None:
     """Refuse a ``--runtime`` that is unknown, that the store was not made with, or that the other options rule out."""
     from ..errors import InputError
 
     if runtime not in RUNTIME_CHOICES:
         raise InputError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {runtime!r}")
-    if recorded is not None and runtime not in ("auto", recorded["name"]):
+    made_by = recorded["name"] if recorded is not None else (TORCH if store is not None else None)  # older stores: torch
+    if made_by is not None and runtime not in ("auto", made_by):
         raise StoreMismatchError(
-            f"this store's vectors were made with {recorded['name']} {recorded['precision']}, not {runtime}",
+            f"this store's vectors were made with {made_by}, not {runtime}",
             hint="leave out --runtime, or embed into a new store",
         )
-    if runtime == ONNXRUNTIME and recorded is None:
+    if runtime == ONNXRUNTIME and store is None:
         if device not in ("auto", "cpu"):
             raise InputError(f"--runtime onnxruntime runs on the CPU, not --device {device}")
         if precision == "bf16" or decode == "device":
@@ -97,7 +98,7 @@ def load_embed_model(
 
     store = open_store(store_path) if (store_path / MANIFEST_NAME).exists() else None
     recorded = store.manifest.get("runtime") if store is not None else None
-    _check_runtime(runtime, recorded, device, precision, decode)
+    _check_runtime(runtime, store, recorded, device, precision, decode)
     if recorded is not None:
         precision = _recorded_precision(recorded, precision)
         if recorded["name"] == ONNXRUNTIME and model is None and device in ("auto", "cpu"):
@@ -105,7 +106,7 @@ def load_embed_model(
             if export_state(folder, store.model["fingerprint"])[0] == "ok":
                 return EmbedModel(load_export(folder, store.model["fingerprint"]), None, dict(recorded))
             device = "cpu"  # the export must be made again (under the lock), from the model on the CPU
-    if runtime == ONNXRUNTIME and recorded is None:
+    if runtime == ONNXRUNTIME and store is None:
         device = "cpu"  # the torch model is only exported and checked; onnxruntime embeds on the CPU
     spec = model or (store.model["spec"] if store is not None else None)
     torch_encoder = load_encoder(spec, device=device, precision=precision, allow_pickle_files=allow_pickle_files)
