@@ -273,10 +273,10 @@ class RayShardedIndex:
         if self._ids is not None:
             self._ids = np.setdiff1d(self._ids, labels)
 
-    def _call(self, remote) -> list:
-        """``ray.get`` of ``remote(actor)`` for every actor, a failed actor one ``EngineError``."""
+    def _call(self, remote, actors=None) -> list:
+        """``ray.get`` of ``remote(actor)`` for every actor (or those of ``actors``), a failed actor one ``EngineError``."""
         try:
-            return self._ray.get([remote(actor) for actor in self._actors])
+            return self._ray.get([remote(actor) for actor in (self._actors if actors is None else actors)])
         except self._ray.exceptions.RayError as exc:
             raise EngineError(f"a shard actor failed: {str(exc).strip().splitlines()[0][:300]}") from exc
 
@@ -290,7 +290,7 @@ class RayShardedIndex:
         if not live:
             empty = np.zeros((len(vectors), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        answers = [a for a, n in zip(self._call(lambda a: a.query.remote(vectors, k, ef, filter)), self._counts) if n]
+        answers = self._call(lambda a: a.query.remote(vectors, k, ef, filter), live)
         return merge_top_k([a[0] for a in answers], [a[1] for a in answers], k)
 
     def close(self) -> None:
