@@ -218,6 +218,21 @@ def descendants(pid: int | None = None) -> list:
     return [me, *me.children(recursive=True)]
 
 
+def processes_named(processes, fragment: str) -> list:
+    """The processes of ``processes`` whose name holds ``fragment``; those gone meanwhile (Ray's idle workers
+    come and go) are left out rather than failing the lookup."""
+    import psutil
+
+    found = []
+    for proc in processes:
+        try:
+            if fragment in proc.name():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 def sockets_of(processes) -> tuple[set[str], list[tuple[str, object]]]:
     """(process names, [(name, psutil connection)]) of every inet socket of ``processes`` that are alive."""
     import psutil

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from _helpers import assert_loopback_only, descendants, sockets_of
+from _helpers import assert_loopback_only, descendants, processes_named, sockets_of
 
 from vecmetric.index import RayShardedIndex, build_index, exact_search, load_current_index, recall_at_k
 from vecmetric.store import create_store
@@ -81,7 +81,7 @@ def test_shards_held_in_ray_actors_answer_as_the_local_sharded_index(ray_loopbac
     with RayShardedIndex(store) as served:  # this process's Ray connection: used, and left open
         tree = descendants()
         _, sockets = sockets_of(tree)
-        actors = [p for p in tree if "_ShardActor" in p.name()]
+        actors = processes_named(tree, "_ShardActor")
         assert (served.shards, served.count, served.metric) == (4, 2000, "cosine")
         got = served.query(queries, k=10)
         even = served.query(queries, k=5, filter=lambda label: label % 2 == 0)

@@ -19,9 +19,9 @@ def search(client, body):
 
 
 def ray_actors() -> list:
-    from _helpers import descendants
+    from _helpers import descendants, processes_named
 
-    return [p for p in descendants() if "_ShardActor" in p.name()]
+    return processes_named(descendants(), "_ShardActor")
 
 
 def test_shards_served_from_ray_actors_answer_as_the_local_server(ray_loopback, served_store, tmp_path, client_for):
