@@ -257,3 +257,18 @@ def assert_loopback_only(sockets, min_listening: int = 4) -> None:
     assert len(listening) >= min_listening, f"the GCS, the raylet and the workers' gRPC servers listen: {listening}"
     outside = [(name, c) for name, c in sockets if c.laddr.ip not in LOOPBACK or (c.raddr and c.raddr.ip not in LOOPBACK)]
     assert outside == []
+
+
+def shard_generations(store) -> list[str]:
+    """Each shard's generation as the store's index sidecar names them (one for an unsharded index)."""
+    import json
+
+    side = json.loads((store.index_dir / "index.json").read_text())
+    return [e["generation"] for e in side.get("shards", [side])]
+
+
+def shard_ids(store) -> list[list[int]]:
+    """The row ids each shard's id file holds, as the sidecar names them."""
+    import numpy as np
+
+    return [sorted(np.load(store.index_dir / f"ids-{g}.npy").tolist()) for g in shard_generations(store)]

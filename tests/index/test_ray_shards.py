@@ -6,11 +6,9 @@ The truth is the local build (the same rows in the same shards) and the local ``
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from _helpers import assert_loopback_only, descendants, processes_named, sockets_of
+from _helpers import assert_loopback_only, descendants, processes_named, shard_generations, shard_ids, sockets_of
 
 from vecmetric.index import RayShardedIndex, build_index, exact_search, load_current_index, recall_at_k
 from vecmetric.store import create_store
@@ -28,16 +26,6 @@ def vector_store(tmp_path, fake_encoder, write_rows, clustered_vectors):
     return make
 
 
-def shard_ids(store) -> list[list[int]]:
-    side = json.loads((store.index_dir / "index.json").read_text())
-    return [sorted(np.load(store.index_dir / f"ids-{e['generation']}.npy").tolist()) for e in side.get("shards", [side])]
-
-
-def generations(store) -> list[str]:
-    side = json.loads((store.index_dir / "index.json").read_text())
-    return [e["generation"] for e in side.get("shards", [side])]
-
-
 def test_shards_built_in_ray_tasks_equal_a_local_build_then_update_alike(ray_loopback, vector_store, write_rows, clustered_vectors):
     (ray_store, vectors), (local_store, _) = vector_store(name="ray"), vector_store(name="local")
     queries = clustered_vectors(n=100, dim=32, clusters=30, seed=2) + 0.1
@@ -51,12 +39,12 @@ def test_shards_built_in_ray_tasks_equal_a_local_build_then_update_alike(ray_loo
     for store in (ray_store, local_store):  # 20 new rows, 10 removed from shard 1
         write_rows(store, range(2000, 2020), clustered_vectors(n=20, dim=32, clusters=30, seed=5))
         store.delete_ids(range(700, 710))
-    before = generations(ray_store)
+    before = shard_generations(ray_store)
     result = build_index(ray_store, engine="ray")
     assert (result.added, result.deleted, result.touched, result.rebuilt) == (20, 10, [1], False)
     assert build_index(local_store).touched == [1]
     assert shard_ids(ray_store) == shard_ids(local_store)
-    after = generations(ray_store)
+    after = shard_generations(ray_store)
     assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
     labels, _ = load_current_index(ray_store).query(vectors[[0, 1500, 705]], k=3)
     assert labels[0, 0] == 0 and labels[1, 0] == 1500 and 705 not in labels
@@ -65,7 +53,7 @@ def test_shards_built_in_ray_tasks_equal_a_local_build_then_update_alike(ray_loo
 def test_a_shard_that_cannot_be_opened_in_its_task_rebuilds_everything(ray_loopback, vector_store, write_rows, clustered_vectors):
     store, _ = vector_store(n=600)
     build_index(store, shards=2, engine="ray")
-    victim = store.index_dir / f"hnsw-{generations(store)[0]}.bin"
+    victim = store.index_dir / f"hnsw-{shard_generations(store)[0]}.bin"
     victim.write_bytes(victim.read_bytes()[:4096])  # the header still agrees; the graph is cut short
     write_rows(store, [600], clustered_vectors(n=1, dim=32, clusters=30, seed=6))  # shard 0 must take it
     result = build_index(store, engine="ray")

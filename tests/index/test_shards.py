@@ -8,6 +8,7 @@ import json
 import hnswlib
 import numpy as np
 import pytest
+from _helpers import shard_generations, shard_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,18 +50,6 @@ def vector_store(tmp_path, fake_encoder, write_rows, clustered_vectors):
         return store, vectors
 
     return make
-
-
-def shard_ids(store) -> list[list[int]]:
-    """The row ids each shard's id file holds, as the sidecar names them."""
-    side = json.loads((store.index_dir / "index.json").read_text())
-    entries = side.get("shards", [side])
-    return [sorted(np.load(store.index_dir / f"ids-{e['generation']}.npy").tolist()) for e in entries]
-
-
-def generations(store) -> list[str]:
-    side = json.loads((store.index_dir / "index.json").read_text())
-    return [e["generation"] for e in side.get("shards", [side])]
 
 
 # --- the pieces: placing new rows, merging answers ------------------------------------------------
@@ -143,7 +132,7 @@ def test_filter_and_k_beyond_a_shard(vector_store):
 def test_updates_touch_only_the_shards_they_must(vector_store, write_rows, clustered_vectors):
     store, vectors = vector_store("cosine", n=1000)
     build_index(store, shards=4)
-    before_ids, before_gen = shard_ids(store), generations(store)
+    before_ids, before_gen = shard_ids(store), shard_generations(store)
     assert [len(ids) for ids in before_ids] == [250, 250, 250, 250]
 
     # 5 new rows: one shard (the smallest; on a tie the first) gets them all, the others keep their files
@@ -151,7 +140,7 @@ def test_updates_touch_only_the_shards_they_must(vector_store, write_rows, clust
     write_rows(store, range(1000, 1005), extra)
     result = build_index(store)  # no --shards: the index keeps its 4
     assert (result.rebuilt, result.shards, result.added, result.touched) == (False, 4, 5, [0])
-    after_ids, after_gen = shard_ids(store), generations(store)
+    after_ids, after_gen = shard_ids(store), shard_generations(store)
     assert after_ids[0] == before_ids[0] + list(range(1000, 1005))
     assert after_ids[1:] == before_ids[1:] and after_gen[1:] == before_gen[1:] and after_gen[0] != before_gen[0]
 
@@ -159,7 +148,7 @@ def test_updates_touch_only_the_shards_they_must(vector_store, write_rows, clust
     store.delete_ids(before_ids[2][:30])
     result = build_index(store)
     assert (result.deleted, result.touched) == (30, [2])
-    gens = generations(store)
+    gens = shard_generations(store)
     assert shard_ids(store)[2] == before_ids[2][30:] and [gens[i] for i in (0, 1, 3)] == [after_gen[i] for i in (0, 1, 3)]
     write_rows(store, range(1005, 1045), prepare(clustered_vectors(n=40, dim=32, clusters=30, seed=12), "cosine"))
     result = build_index(store)
@@ -231,7 +220,7 @@ def test_status_verify_and_search_see_every_shard(vector_store):
     assert index_findings(repair=True)[0].repaired
     assert index_findings() == [] and len(shard_ids(store)) == 3
 
-    victim = store.index_dir / f"ids-{generations(store)[2]}.npy"
+    victim = store.index_dir / f"ids-{shard_generations(store)[2]}.npy"
     victim.unlink()  # a shard's file missing: damaged, and the next search rebuilds
     state = index_status(store)
     assert state.status is IndexStatus.DAMAGED and victim.name in state.reason
